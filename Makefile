@@ -1,0 +1,51 @@
+# Every target sets itself up: a fresh clone needs only Python 3.11, make and network to PyPI.
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## Create .venv with the project and dev tools (idempotent)
+	@scripts/bootstrap.sh
+
+.PHONY: demo
+demo: install ## Run the main job: embedded broker, Redis, worker (Ctrl-C stops all)
+	$(BIN)/kpi dev
+
+.PHONY: dev
+dev: demo ## Same as demo
+
+.PHONY: lint
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: install ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: typecheck
+typecheck: install ## mypy, strict, on stream_app and schemas
+	$(BIN)/mypy
+
+.PHONY: schemas
+schemas: install ## Regenerate the JSON Schemas in schemas/json
+	$(BIN)/python -m schemas.jsonschema
+
+.PHONY: test
+test: install lint typecheck ## Lint, type-check, then run every test (what CI runs)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: install ## Only the tests that need no broker or Redis
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## Remove the venv, caches and local state
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var test-artifacts

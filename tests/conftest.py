@@ -1,0 +1,166 @@
+"""Shared fixtures: the real embedded broker, a real Redis, and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_app.devstack import DevStack, free_port, redis_answers
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def broker(artifacts_dir: Path) -> Iterator[str]:
+    """A Tansu broker on a free port for the whole session (in memory, so always fresh)."""
+    stack = DevStack(log_dir=artifacts_dir / "broker")
+    bootstrap = stack.start_broker(free_port())
+    yield bootstrap
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(artifacts_dir: Path) -> Iterator[str]:
+    """The machine's Redis (a database of its own), or a private redis-server if none answers."""
+    url = os.environ.get("KPI_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    if redis_answers(url):
+        yield url
+        return
+    stack = DevStack(log_dir=artifacts_dir / "redis")
+    private = stack.start_redis(free_port())
+    yield private.rsplit("/", 1)[0] + "/13"
+    stack.stop()
+
+
+def unique_name(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``kpi worker`` in a child process, with its HTTP port and log."""
+
+    popen: subprocess.Popen[bytes]
+    web_port: int
+    log_path: Path
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
+            return json.load(r)
+
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
+            text: str = r.read().decode()
+            return text
+
+    def wait_assigned(self, partitions: int, timeout_s: float = 90.0) -> None:
+        """Wait until this worker owns at least ``partitions`` input partitions."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log_tail()}")
+            try:
+                last = self.get_json("/health")
+                if len(last["assigned_partitions"]) >= partitions:
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"worker not assigned in {timeout_s}s: {last}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return self.popen.returncode
+
+
+@dataclass
+class StackEnv:
+    """Settings of one isolated test deployment: its own app id, topic prefix and data dir."""
+
+    bootstrap: str
+    redis_url: str
+    tmp_path: Path
+    app_id: str = field(default_factory=lambda: unique_name("test"))
+    prefix: str = field(default_factory=lambda: unique_name("t") + ".")
+    extra: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
+        env.update(
+            {
+                "KPI_APP_ID": self.app_id,
+                "KPI_TOPIC_PREFIX": self.prefix,
+                "KPI_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "KPI_REDIS_URL": self.redis_url,
+                "KPI_DATA_DIR": str(self.tmp_path / "data"),
+                "KPI_TOPIC_PARTITIONS": "4",
+                "KPI_BROKER_SESSION_TIMEOUT": "6s",
+                "KPI_BROKER_REBALANCE_TIMEOUT": "6s",
+                "KPI_BROKER_HEARTBEAT_INTERVAL": "1s",
+                "KPI_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra)
+        env.update(overrides)
+        return env
+
+    def topic(self, suffix: str) -> str:
+        return f"{self.prefix}{suffix}"
+
+    def start_worker(self, name: str = "worker", **overrides: str) -> WorkerProcess:
+        port = free_port()
+        log_path = self.tmp_path / f"{name}-{len(self.workers)}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "stream_app", "worker"],
+                env=self.env(KPI_WEB_PORT=str(port), **overrides),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.tmp_path,
+            )
+        worker = WorkerProcess(popen, port, log_path)
+        self.workers.append(worker)
+        return worker
+
+
+@pytest.fixture
+def stack(broker: str, redis_url: str, tmp_path: Path) -> Iterator[StackEnv]:
+    env = StackEnv(bootstrap=broker, redis_url=redis_url, tmp_path=tmp_path)
+    yield env
+    for worker in env.workers:
+        worker.stop()
