@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kpi")
 
 # Faster group joins for a single-machine stack; a fresh group takes ~30 s with defaults.
+SHUTDOWN_GRACE_S = 20.0
+
 DEV_ENV_DEFAULTS = {
     "KPI_BROKER_SESSION_TIMEOUT": "10s",
     "KPI_BROKER_REBALANCE_TIMEOUT": "10s",
@@ -48,7 +51,19 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # ensure_topics ran on its own loop; Faust's worker wants a fresh current loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+
+    class Worker(faust.Worker):
+        """A Faust worker whose graceful stop is bounded (Faust can hang if Kafka is gone)."""
+
+        def _on_sigint(self) -> None:
+            _arm_shutdown_watchdog(SHUTDOWN_GRACE_S)
+            super()._on_sigint()
+
+        def _on_sigterm(self) -> None:
+            _arm_shutdown_watchdog(SHUTDOWN_GRACE_S)
+            super()._on_sigterm()
+
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     logger.info(
         "worker %s: broker %s, web http://%s:%d",
         settings.app_id,
@@ -58,6 +73,22 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     )
     worker.execute_from_commandline()
     return 0
+
+
+def _arm_shutdown_watchdog(grace_s: float) -> None:
+    """Exit hard if the graceful stop has not finished after ``grace_s`` seconds.
+
+    Stopping is safe at any point: the customer stage resumes from its last complete
+    checkpoint, so a forced exit loses nothing but time.
+    """
+
+    def watchdog() -> None:
+        time.sleep(grace_s)
+        logger.error("graceful stop took longer than %.0fs; exiting now", grace_s)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
 
 
 def _wait_for_topics(settings: Settings, timeout_s: float) -> None:
@@ -242,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop by itself after this many seconds (default: run until stopped)",
     )
     dev.set_defaults(func=cmd_dev)
+
+    from stream_app.simulate.cli import add_parser as add_simulate
+    from stream_app.verify.cli import add_parser as add_verify
+
+    add_simulate(sub)
+    add_verify(sub)
     return parser
 
 

@@ -1,12 +1,18 @@
-"""What every domain of the worker shares: settings, counters and the clock."""
+"""What every domain of the worker shares: settings, counters, the clock and live components."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from stream_app.clock import Clock, utc_now
 from stream_app.metrics import Metrics
+from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
+
+if TYPE_CHECKING:
+    from stream_app.customers.engine import CustomerEngine
+    from stream_app.publishing.publisher import Publisher
 
 
 @dataclass
@@ -16,3 +22,6 @@ class AppContext:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     clock: Clock = utc_now
+    store: SegmentStore = field(default_factory=SegmentStore)
+    engine: CustomerEngine | None = None
+    publisher: Publisher | None = None

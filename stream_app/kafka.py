@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
-from schemas import TOPIC_SUFFIXES
+from schemas import TOPIC_SUFFIXES, EventType
 from stream_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,9 +48,31 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def input_topics(settings: Settings) -> dict[str, str]:
+def input_topics(settings: Settings) -> dict[EventType, str]:
     """Input topic name by event type, after the configured prefix."""
     return {event_type: settings.topic(suffix) for event_type, suffix in TOPIC_SUFFIXES.items()}
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The customer stage's compacted changelog (internal)."""
+    return f"{settings.app_id}-customers-changelog"
+
+
+def partials_topic(settings: Settings) -> str:
+    """Partial window sums from the customer stage to the segment stage (internal)."""
+    return f"{settings.app_id}-segment-partials"
+
+
+# Dead letters carry the original bytes in base64 (4/3 larger); the producer and the
+# dead-letter topic allow this much so that any message the broker accepted fits.
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+
+_TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    # A torn checkpoint's records must outlive the recovery that discards them.
+    "changelog": {"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"},
+    "partials": {"retention.ms": str(7 * 86_400_000)},
+    "dead-letters": {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+}
 
 
 def public_topics(settings: Settings) -> list[str]:
@@ -81,12 +103,22 @@ async def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> TopicRe
     admin = AIOKafkaAdminClient(request_timeout_ms=timeout_ms, **aiokafka_options(settings))
     await admin.start()
     try:
-        wanted = public_topics(settings)
+        configs = {
+            changelog_topic(settings): _TOPIC_CONFIGS["changelog"],
+            partials_topic(settings): _TOPIC_CONFIGS["partials"],
+            settings.dead_letter_topic: _TOPIC_CONFIGS["dead-letters"],
+        }
+        wanted = [*public_topics(settings), changelog_topic(settings), partials_topic(settings)]
         existing = await _partition_counts(admin, wanted)
         missing = [name for name in wanted if name not in existing]
         if missing:
             new = [
-                NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+                NewTopic(
+                    name,
+                    settings.topic_partitions,
+                    settings.topic_replication_factor,
+                    topic_configs=configs.get(name, {}),
+                )
                 for name in missing
             ]
             try:
@@ -94,15 +126,22 @@ async def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> TopicRe
             except TopicAlreadyExistsError:
                 logger.info("topics were created concurrently by another worker")
             logger.info("created topics: %s", ", ".join(missing))
+        # Partition p of every input topic, of the changelog and of nothing else belongs
+        # to one customer partition: their counts must agree.
+        must_match = {
+            *input_topics(settings).values(),
+            changelog_topic(settings),
+            partials_topic(settings),
+        }
         mismatched = tuple(
             (name, count)
             for name, count in existing.items()
-            if name in input_topics(settings).values() and count != settings.topic_partitions
+            if name in must_match and count != settings.topic_partitions
         )
         for name, count in mismatched:
             logger.error(
-                "topic %s has %d partitions but KPI_TOPIC_PARTITIONS=%d: input topics must "
-                "all have the configured partition count",
+                "topic %s has %d partitions but KPI_TOPIC_PARTITIONS=%d: input and internal "
+                "topics must all have the configured partition count",
                 name,
                 count,
                 settings.topic_partitions,

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "RateLimitedLog"]
@@ -27,6 +27,22 @@ class Metrics:
             "kpi_dead_letters_total",
             "Messages sent to the dead-letter topic, by machine-readable reason.",
             ["reason"],
+            registry=self.registry,
+        )
+
+        self.duplicates = Counter(
+            "kpi_duplicates_total",
+            "Events ignored because their event_id was already processed.",
+            registry=self.registry,
+        )
+        self.snapshots = Counter(
+            "kpi_snapshots_published_total",
+            "KPI snapshots published (Redis hash, pub/sub, stream and Kafka).",
+            registry=self.registry,
+        )
+        self.publish_seconds = Histogram(
+            "kpi_publish_seconds",
+            "Time of one pipelined Redis publish round.",
             registry=self.registry,
         )
 

@@ -149,8 +149,9 @@ class Settings(BaseSettings):
     reporting_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
     gross_margin: Annotated[Decimal, Field(gt=0, le=1)] = Decimal(1)
 
-    # Publishing.
+    # Publishing: snapshots at most this often; customer-stage checkpoints this often.
     publish_interval: Duration = timedelta(seconds=1)
+    checkpoint_interval: Duration = timedelta(milliseconds=500)
     stream_maxlen: Annotated[int, Field(ge=100)] = 100_000
     history_steps: Annotated[int, Field(ge=500)] = 1000
 
@@ -197,6 +198,8 @@ class Settings(BaseSettings):
             raise ValueError("max_lateness: must be positive")
         if self.publish_interval < timedelta(milliseconds=100):
             raise ValueError("publish_interval: must be at least 100ms")
+        if not timedelta(milliseconds=50) <= self.checkpoint_interval <= timedelta(minutes=1):
+            raise ValueError("checkpoint_interval: must be between 50ms and 1m")
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):

@@ -6,19 +6,34 @@ import faust
 from faust.web import Request, Response, View
 
 from stream_app.context import AppContext
+from stream_app.kafka import partials_topic
 from stream_app.metrics import CONTENT_TYPE_LATEST
 
 
 def register(app: faust.App, ctx: AppContext) -> None:
     """Add the observability pages to the worker's Faust web server."""
+    partials = partials_topic(ctx.settings)
 
     @app.page("/health", name="health")
     async def health(self: View, request: Request) -> Response:
-        assignment = app.consumer.assignment() if app.consumer is not None else set()
+        consumer = app.consumer if app.consumer is not None else None
+        segment_partitions = sorted(
+            tp.partition
+            for tp in (consumer.assignment() if consumer else ())
+            if tp.topic == partials
+        )
+        engine = ctx.engine
+        publisher = ctx.publisher
         body = {
             "status": "ok",
             "app_id": ctx.settings.app_id,
-            "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assignment),
+            "customer_partitions": sorted(engine.states) if engine is not None else [],
+            "segment_partitions": segment_partitions,
+            "last_publish_at": (
+                publisher.last_publish_at.isoformat()
+                if publisher is not None and publisher.last_publish_at
+                else None
+            ),
             "dead_letters": ctx.metrics.dead_letter_counts(),
         }
         return self.json(body)

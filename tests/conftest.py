@@ -74,7 +74,7 @@ class WorkerProcess:
             return text
 
     def wait_assigned(self, partitions: int, timeout_s: float = 90.0) -> None:
-        """Wait until this worker owns at least ``partitions`` input partitions."""
+        """Wait until this worker owns at least ``partitions`` customer partitions."""
         deadline = time.monotonic() + timeout_s
         last: Any = None
         while time.monotonic() < deadline:
@@ -82,7 +82,7 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited early:\n{self.log_tail()}")
             try:
                 last = self.get_json("/health")
-                if len(last["assigned_partitions"]) >= partitions:
+                if len(last["customer_partitions"]) >= partitions:
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
                 pass

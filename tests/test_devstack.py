@@ -81,7 +81,7 @@ def _wait_healthy(
         assert dev.poll() is None, log.read_text()
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/health", timeout=2) as r:
-                if json.load(r)["assigned_partitions"]:
+                if json.load(r)["customer_partitions"]:
                     return
         except OSError:
             pass

@@ -1,0 +1,1 @@
+"""Customers: per-customer state, dedupe and attribution, the stage keyed by customer."""

@@ -1,0 +1,358 @@
+"""The state of one input partition number: customers, partial window sums, watermark, offsets.
+
+Kafka-free, so the whole customer stage can be tested and benchmarked without a broker. The
+runtime (``engine.py``) feeds it raw messages and persists what ``checkpoint`` returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from schemas import DeadLetter, Event, EventType, Rejection, RejectReason, parse_event
+from stream_app.clock import Clock
+from stream_app.customers.timeline import CustomerRecord, Facts, StoredEvent, stored, to_us
+from stream_app.kpis.windows import WIDTH, DiffArray, Spec, fact_ranges
+from stream_app.settings import Settings, duration_ms, format_duration
+
+logger = logging.getLogger(__name__)
+
+CUSTOMER_PREFIX = b"c:"
+PARTIAL_PREFIX = b"p:"
+MARKER_KEY = b"m"
+# How many untouched customers each checkpoint re-examines for expired events.
+SWEEP_PER_CHECKPOINT = 2_000
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed input message, before parsing."""
+
+    event_type: EventType
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class PartialUpdate:
+    """Absolute values of changed window entries of one segment, for the segment stage."""
+
+    source: int
+    segment: str
+    watermark_us: int
+    entries: list[tuple[str, int, list[int] | None]]
+    full: bool = False
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "src": self.source,
+                "seg": self.segment,
+                "wm": self.watermark_us,
+                "full": self.full,
+                "e": self.entries,
+            }
+        )
+
+
+@dataclass
+class Checkpoint:
+    """What one checkpoint must persist (changelog records) and then send (partial updates)."""
+
+    changelog: list[tuple[bytes, bytes | None]]
+    updates: list[PartialUpdate]
+    offsets: dict[str, int]
+    watermark_us: int | None
+
+
+@dataclass
+class IngestResult:
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    accepted: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+
+class PartitionState:
+    """Everything the customer stage keeps for one partition number of the input topics."""
+
+    def __init__(self, partition: int, settings: Settings, clock: Clock) -> None:
+        self.partition = partition
+        self.settings = settings
+        self.clock = clock
+        self.specs = [Spec.from_window(window) for window in settings.windows]
+        self.attribution_us = duration_ms(settings.attribution_window) * 1000
+        self.lateness_us = duration_ms(settings.max_lateness) * 1000
+        self.retention_us = max(self.lateness_us, duration_ms(settings.dedupe_horizon) * 1000)
+        self.customers: dict[str, CustomerRecord] = {}
+        self.partials: dict[tuple[str, str], DiffArray] = {}
+        self.watermark_us: int | None = None
+        self.offsets: dict[str, int] = {}
+        self._dirty_customers: set[str] = set()
+        self._dirty_entries: set[tuple[str, str, int]] = set()
+        self._sweep: Iterator[str] = iter(())
+        # Parsed events waiting for the other topics: (t_us, arrival seq, event, message).
+        self._buffer: list[tuple[int, int, Event, RawMessage]] = []
+        self._seq = 0
+        # Next offset fetched per topic, and the newest event time offered per topic.
+        self._fetched: dict[str, int] = {}
+        self.heads: dict[str, int] = {}
+
+    # -- processing --------------------------------------------------------------------
+
+    def offer(self, messages: Iterable[RawMessage]) -> IngestResult:
+        """Parse a fetched batch: rejections come back as dead letters, events wait in the buffer.
+
+        Nothing is applied here. ``drain`` applies buffered events in event-time order up to
+        the time every input topic has reached, so a topic read ahead of the others (a
+        backlog) cannot push the watermark past events the others still hold.
+        """
+        result = IngestResult()
+        currency = self.settings.reporting_currency
+        for message in messages:
+            self._fetched[message.topic] = message.offset + 1
+            parsed = parse_event(
+                message.event_type, message.value, message.key, reporting_currency=currency
+            )
+            if isinstance(parsed, Rejection):
+                result.dead_letters.append(self._dead_letter(message, parsed))
+                continue
+            t_us = to_us(parsed.occurred_at)
+            head = self.heads.get(message.topic)
+            # Judged against what came before it on its own topic partition too: that order
+            # is fixed, while how far the other topics got when it is applied is not.
+            if head is not None and t_us < head - self.lateness_us:
+                result.dead_letters.append(self._dead_letter(message, self._too_late(parsed)))
+                continue
+            if head is None or t_us > head:
+                self.heads[message.topic] = t_us
+            self._seq += 1
+            heapq.heappush(self._buffer, (t_us, self._seq, parsed, message))
+        return result
+
+    def drain(self, safe_us: int | None = None) -> IngestResult:
+        """Apply buffered events with ``occurred_at <= safe_us`` (all if None), oldest first."""
+        result = IngestResult()
+        pending: dict[str, list[StoredEvent]] = {}
+        pending_ids: dict[str, set[str]] = {}
+        buffer = self._buffer
+        while buffer and (safe_us is None or buffer[0][0] <= safe_us):
+            t_us, _seq, parsed, message = heapq.heappop(buffer)
+            watermark = self.watermark_us
+            if watermark is not None and t_us < watermark - self.lateness_us:
+                result.dead_letters.append(self._dead_letter(message, self._too_late(parsed)))
+                continue
+            if watermark is None or t_us > watermark:
+                self.watermark_us = t_us
+            customer = parsed.customer_id
+            record = self.customers.get(customer)
+            seen = pending_ids.setdefault(customer, set())
+            if (record is not None and parsed.event_id in record.ids) or parsed.event_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(parsed.event_id)
+            pending.setdefault(customer, []).append(stored(parsed))
+            result.accepted[message.event_type] += 1
+
+        facts: Facts = {}
+        for customer, events in pending.items():
+            if not events:
+                continue
+            record = self.customers.get(customer)
+            if record is None:
+                record = self.customers[customer] = CustomerRecord.new()
+            record.apply(events, self.attribution_us, facts)
+            self._dirty_customers.add(customer)
+        self._apply_facts(facts)
+        return result
+
+    def ingest(self, messages: Iterable[RawMessage]) -> IngestResult:
+        """Offer and drain everything at once (no other topic to wait for)."""
+        offered = self.offer(messages)
+        drained = self.drain()
+        drained.dead_letters[:0] = offered.dead_letters
+        return drained
+
+    def next_fetch(self, topic: str) -> int:
+        """The offset of the next message of ``topic`` not yet offered."""
+        return self._fetched.get(topic, self.offsets.get(topic, 0))
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def committed_offsets(self) -> dict[str, int]:
+        """Per topic, the offset to resume from: the oldest message still in the buffer.
+
+        Messages after it that were already applied are read again after a restart and
+        recognised by their event ids.
+        """
+        offsets = dict(self.offsets)
+        offsets.update(self._fetched)
+        for _t, _seq, _parsed, message in self._buffer:
+            if message.offset < offsets.get(message.topic, message.offset + 1):
+                offsets[message.topic] = message.offset
+        return offsets
+
+    def _apply_facts(self, facts: Facts) -> None:
+        dirty = self._dirty_entries
+        for fact, value in facts.items():
+            segment = fact[1]
+            for spec in self.specs:
+                array_key = (spec.name, segment)
+                array = self.partials.get(array_key)
+                if array is None:
+                    array = self.partials[array_key] = DiffArray()
+                for metric, first, last in fact_ranges(fact, spec):
+                    array.add_range(metric, first, last, value)
+                    dirty.add((spec.name, segment, first))
+                    if last is not None:
+                        dirty.add((spec.name, segment, last + 1))
+
+    def _too_late(self, event: Event) -> Rejection:
+        return Rejection(
+            reason=RejectReason.TOO_LATE,
+            message=(
+                f"occurred_at is more than {format_duration(self.settings.max_lateness)} older "
+                "than the newest event seen (the watermark)"
+            ),
+            field="occurred_at",
+            event_id=event.event_id,
+        )
+
+    def _dead_letter(self, message: RawMessage, rejection: Rejection) -> DeadLetter:
+        return DeadLetter.from_rejection(
+            rejection,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            now=self.clock(),
+        )
+
+    # -- persistence -------------------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Expire old state, then hand out every changed record and entry since the last call."""
+        self._expire()
+        changelog: list[tuple[bytes, bytes | None]] = []
+        for customer in self._dirty_customers:
+            record = self.customers[customer]
+            changelog.append((CUSTOMER_PREFIX + customer.encode(), orjson.dumps(record.to_json())))
+        by_segment: dict[str, list[tuple[str, int, list[int] | None]]] = {}
+        for spec_name, segment, k in sorted(self._dirty_entries):
+            vector = self.partials[(spec_name, segment)].diffs.get(k)
+            changelog.append(
+                (
+                    _partial_key(spec_name, segment, k),
+                    orjson.dumps(vector) if vector is not None else None,
+                )
+            )
+            by_segment.setdefault(segment, []).append((spec_name, k, vector))
+        watermark = self.watermark_us if self.watermark_us is not None else 0
+        updates = [
+            PartialUpdate(self.partition, segment, watermark, entries)
+            for segment, entries in by_segment.items()
+        ]
+        self._dirty_customers.clear()
+        self._dirty_entries.clear()
+        self.offsets = self.committed_offsets()
+        return Checkpoint(changelog, updates, dict(self.offsets), self.watermark_us)
+
+    def full_updates(self) -> list[PartialUpdate]:
+        """Every entry of every segment: what the segment stage needs to resynchronise."""
+        watermark = self.watermark_us if self.watermark_us is not None else 0
+        by_segment: dict[str, list[tuple[str, int, list[int] | None]]] = {}
+        for (spec_name, segment), array in self.partials.items():
+            entries = by_segment.setdefault(segment, [])
+            entries.extend((spec_name, k, vector) for k, vector in array.entries())
+        return [
+            PartialUpdate(self.partition, segment, watermark, entries, full=True)
+            for segment, entries in by_segment.items()
+        ]
+
+    def _expire(self) -> None:
+        """Fold expired events into base states and expired window entries into index 0."""
+        if self.watermark_us is None:
+            return
+        keep_from = self.watermark_us - self.retention_us
+        for customer in self._dirty_customers:
+            self.customers[customer].prune(keep_from, self.attribution_us)
+        for customer in self._sweep_batch():
+            record = self.customers.get(customer)
+            if record is not None and record.prune(keep_from, self.attribution_us):
+                self._dirty_customers.add(customer)
+        # No event older than watermark - lateness is accepted any more, and a fact moves no
+        # window entry before its event (or, for conversions, the click it converts).
+        frozen_us = self.lateness_us + self.attribution_us
+        for spec in self.specs:
+            below = spec.oldest_kept(self.watermark_us, frozen_us, self.settings.history_steps)
+            for (spec_name, segment), array in self.partials.items():
+                if spec_name == spec.name:
+                    for k in array.compact(below):
+                        self._dirty_entries.add((spec_name, segment, k))
+
+    def _sweep_batch(self) -> list[str]:
+        """The next customers of a round-robin walk, so idle customers expire too."""
+        batch = list(islice(self._sweep, SWEEP_PER_CHECKPOINT))
+        if len(batch) < SWEEP_PER_CHECKPOINT:
+            self._sweep = iter(list(self.customers))
+        return batch
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def load(self, key: bytes, value: bytes | None) -> None:
+        """Apply one committed changelog record (recovery)."""
+        if key.startswith(CUSTOMER_PREFIX):
+            customer = key[len(CUSTOMER_PREFIX) :].decode()
+            if value is None:
+                self.customers.pop(customer, None)
+            else:
+                self.customers[customer] = CustomerRecord.from_json(orjson.loads(value))
+        elif key.startswith(PARTIAL_PREFIX):
+            spec_name, segment, k = _parse_partial_key(key)
+            array = self.partials.setdefault((spec_name, segment), DiffArray())
+            if value is None:
+                array.set_entry(k, [0] * WIDTH)
+            else:
+                array.load_entry(k, orjson.loads(value))
+        else:
+            raise ValueError(f"unknown changelog key {key[:40]!r}")
+
+    def load_marker(self, marker: dict[str, Any]) -> None:
+        self.offsets = {topic: int(offset) for topic, offset in marker["offsets"].items()}
+        self.watermark_us = marker.get("wm")
+
+    def mark_dirty(self, key: bytes) -> None:
+        """Rewrite this key at the next checkpoint (it had a torn, uncommitted write)."""
+        if key.startswith(CUSTOMER_PREFIX):
+            customer = key[len(CUSTOMER_PREFIX) :].decode()
+            if customer in self.customers:
+                self._dirty_customers.add(customer)
+        elif key.startswith(PARTIAL_PREFIX):
+            spec_name, segment, k = _parse_partial_key(key)
+            self.partials.setdefault((spec_name, segment), DiffArray())
+            self._dirty_entries.add((spec_name, segment, k))
+
+    def finish_recovery(self) -> None:
+        for array in self.partials.values():
+            array.take_dirty()
+
+
+def _partial_key(spec_name: str, segment: str, k: int) -> bytes:
+    return PARTIAL_PREFIX + f"{spec_name}|{k}|{segment}".encode()
+
+
+def _parse_partial_key(key: bytes) -> tuple[str, str, int]:
+    spec_name, k, segment = key[len(PARTIAL_PREFIX) :].decode().split("|", 2)
+    return spec_name, segment, int(k)

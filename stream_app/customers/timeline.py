@@ -1,0 +1,198 @@
+"""One customer's recent events in event-time order, and the KPI facts they imply.
+
+A customer's events are applied in ``(occurred_at, rank, event_id)`` order whatever order
+they arrive in: the five input topics interleave differently on every run and after every
+crash, and only event-time order makes the result a function of the events alone. When a
+batch brings events, the facts of the affected suffix are computed before and after (the
+prefix cannot change: each event's facts depend only on what precedes it) and the caller
+receives the difference. Events arriving in time order cost one fold step each.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
+from stream_app.kpis.formulas import BASE_INDEX, to_micros
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+SIGNUP, CLICK, PURCHASE, SURVEY, CANCELLATION = range(5)
+
+_NEW = BASE_INDEX["new_customers"]
+_CHURNED = BASE_INDEX["churned_customers"]
+_ORDERS = BASE_INDEX["orders"]
+_REVENUE = BASE_INDEX["revenue_micros"]
+_CLICKS = BASE_INDEX["clicks"]
+_SPEND = BASE_INDEX["spend_micros"]
+_CONVERTED = BASE_INDEX["converted_clicks"]
+_ATTRIBUTED = BASE_INDEX["attributed_revenue_micros"]
+_NPS = BASE_INDEX["nps_responses"]
+_PROMOTERS = BASE_INDEX["promoters"]
+_PASSIVES = BASE_INDEX["passives"]
+_DETRACTORS = BASE_INDEX["detractors"]
+_CSAT = BASE_INDEX["csat_responses"]
+_SATISFIED = BASE_INDEX["csat_satisfied"]
+
+# A stored event: [t_us, rank, event_id, *payload]; lists so that they sort and serialise.
+StoredEvent = list[Any]
+# The fold state: [active, region, acquisition campaign, last click, previous purchases]
+# where last click = [t_us, campaign, region, converted] and previous purchases maps a
+# segment to the times of the customer's last two purchases in it.
+State = list[Any]
+Facts = dict[tuple[Any, ...], int]
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float on the way)."""
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def stored(event: Event) -> StoredEvent:
+    """The compact, JSON-friendly form of a parsed event."""
+    t = to_us(event.occurred_at)
+    if isinstance(event, Purchase):
+        return [t, PURCHASE, event.event_id, to_micros(event.amount)]
+    if isinstance(event, CampaignClick):
+        return [t, CLICK, event.event_id, event.campaign_id, to_micros(event.cost)]
+    if isinstance(event, Signup):
+        return [t, SIGNUP, event.event_id, event.region, event.campaign_id]
+    if isinstance(event, Survey):
+        return [t, SURVEY, event.event_id, "n" if event.survey_type == "nps" else "c", event.score]
+    if isinstance(event, Cancellation):
+        return [t, CANCELLATION, event.event_id]
+    raise TypeError(f"not an event: {type(event).__name__}")
+
+
+def initial_state() -> State:
+    return [False, "unknown", None, None, {}]
+
+
+def fold(
+    state: State,
+    events: list[StoredEvent],
+    attribution_us: int,
+    facts: Facts | None = None,
+    sign: int = 1,
+) -> State:
+    """Apply ``events`` (sorted) to a copy of ``state``; add their facts times ``sign``."""
+    active, region, campaign, click, prev = state
+    click = list(click) if click else None
+    prev = {segment: list(times) for segment, times in prev.items()}
+
+    def add(key: tuple[Any, ...], value: int) -> None:
+        if facts is not None and value:
+            total = facts.get(key, 0) + sign * value
+            if total:
+                facts[key] = total
+            else:
+                facts.pop(key, None)
+
+    for event in events:
+        t = event[0]
+        rank = event[1]
+        if rank == PURCHASE:
+            amount = event[3]
+            by_region = "region:" + region
+            add(("pt", "all", _ORDERS, t), 1)
+            add(("pt", by_region, _ORDERS, t), 1)
+            add(("pt", "all", _REVENUE, t), amount)
+            add(("pt", by_region, _REVENUE, t), amount)
+            for segment in ("all", by_region):
+                times = prev.get(segment)
+                q, q2 = (times[0], times[1]) if times else (None, None)
+                add(("dp", segment, t, q), 1)
+                if q is not None:
+                    add(("dr", segment, t, q, q2), 1)
+                prev[segment] = [t, q]
+            if click is not None and not click[3] and t - click[0] <= attribution_us:
+                click[3] = True
+                click_t, click_campaign, click_region = click[0], click[1], click[2]
+                for segment in ("all", "region:" + click_region, "campaign:" + click_campaign):
+                    add(("pt", segment, _CONVERTED, click_t), 1)
+                    add(("pt", segment, _ATTRIBUTED, click_t), amount)
+        elif rank == CLICK:
+            by_campaign = "campaign:" + event[3]
+            for segment in ("all", "region:" + region, by_campaign):
+                add(("pt", segment, _CLICKS, t), 1)
+                add(("pt", segment, _SPEND, t), event[4])
+            click = [t, event[3], region, False]
+        elif rank == SURVEY:
+            score = event[4]
+            if event[3] == "n":
+                bucket = _PROMOTERS if score >= 9 else _PASSIVES if score >= 7 else _DETRACTORS
+                metrics: tuple[int, ...] = (_NPS, bucket)
+            else:
+                metrics = (_CSAT, _SATISFIED) if score >= 4 else (_CSAT,)
+            for segment in ("all", "region:" + region):
+                for metric in metrics:
+                    add(("pt", segment, metric, t), 1)
+        elif rank == SIGNUP:
+            if not active:
+                active, region, campaign = True, event[3], event[4]
+                for segment in ("all", "region:" + region):
+                    add(("pt", segment, _NEW, t), 1)
+                    add(("act", segment, t), 1)
+                if campaign is not None:
+                    add(("pt", "campaign:" + campaign, _NEW, t), 1)
+        elif rank == CANCELLATION and active:
+            active = False
+            for segment in ("all", "region:" + region):
+                add(("pt", segment, _CHURNED, t), 1)
+                add(("act", segment, t), -1)
+    return [active, region, campaign, click, prev]
+
+
+class CustomerRecord:
+    """A customer's retained events (sorted), the state before them, and the state after."""
+
+    __slots__ = ("base", "end", "events", "ids")
+
+    def __init__(self, events: list[StoredEvent], base: State, end: State) -> None:
+        self.events = events
+        self.base = base
+        self.end = end
+        self.ids = {event[2] for event in events}
+
+    @classmethod
+    def new(cls) -> CustomerRecord:
+        return cls([], initial_state(), initial_state())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ev": self.events, "base": self.base, "end": self.end}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CustomerRecord:
+        return cls(data["ev"], data["base"], data["end"])
+
+    def apply(self, new_events: list[StoredEvent], attribution_us: int, facts: Facts) -> None:
+        """Insert not-yet-seen events and add the change of this customer's facts to ``facts``."""
+        if not new_events:
+            return
+        new_events.sort()
+        pos = bisect_left(self.events, new_events[0])
+        if pos == len(self.events):
+            start = self.end
+            suffix = new_events
+        else:
+            start = fold(self.base, self.events[:pos], attribution_us)
+            old_suffix = self.events[pos:]
+            fold(start, old_suffix, attribution_us, facts, -1)
+            suffix = sorted(old_suffix + new_events)
+        self.end = fold(start, suffix, attribution_us, facts, 1)
+        self.events[pos:] = suffix
+        self.ids.update(event[2] for event in new_events)
+
+    def prune(self, before_us: int, attribution_us: int) -> bool:
+        """Fold events older than ``before_us`` into the base state; True if any were."""
+        count = bisect_left(self.events, [before_us])
+        if not count:
+            return False
+        dropped = self.events[:count]
+        self.base = fold(self.base, dropped, attribution_us)
+        del self.events[:count]
+        self.ids.difference_update(event[2] for event in dropped)
+        return True

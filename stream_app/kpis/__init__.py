@@ -1,0 +1,1 @@
+"""KPI math: base counts, formulas, and the windowed bookkeeping the engine shares."""

@@ -1,0 +1,202 @@
+"""Window bookkeeping as difference arrays over window-end indexes, one per window spec and segment.
+
+A window spec (size, step) has a window ending at every multiple of ``step``; index ``k`` is
+the window ``[k*step - size, k*step)``. Every fact the customer stage emits adds a value to a
+contiguous run of window ends (an event at ``t`` is in the windows ending in
+``(t, t + size]``; a customer active from ``t`` is in ``active_end`` of every window ending
+after ``t``). Storing ``+v`` at the first index and ``-v`` after the last makes each fact two
+dictionary updates, and the value of any window is the prefix sum up to its index. Index 0
+holds everything folded out of the retained range, so prefix sums stay exact.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX
+from stream_app.settings import WindowSpec
+
+WIDTH = len(BASE_COUNTS)
+ACTIVE_START = BASE_INDEX["active_start"]
+ACTIVE_END = BASE_INDEX["active_end"]
+PURCHASING = BASE_INDEX["purchasing_customers"]
+REPEAT = BASE_INDEX["repeat_customers"]
+BASE_K = 0  # the folded-away past
+
+# Facts, spec independent (times in epoch microseconds):
+#   ("pt", segment, metric, t)      value v: metric += v for the windows containing t
+#   ("act", segment, t)             value v: the customer is active (v=+1) / not (-1) from t on
+#   ("dp", segment, p, q)           value 1: purchase p is a customer's first purchase of the
+#                                   windows containing p but not q (its previous purchase)
+#   ("dr", segment, p, q, q2)       value 1: p is the second purchase of the windows that
+#                                   contain p and q but not q2
+Fact = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The integer form of a window spec the hot path uses."""
+
+    name: str
+    size_us: int
+    step_us: int
+
+    @classmethod
+    def from_window(cls, window: WindowSpec) -> Spec:
+        return cls(window.name, window.size_ms * 1000, window.step_ms * 1000)
+
+    @property
+    def steps(self) -> int:
+        return self.size_us // self.step_us
+
+    def end_index(self, t_us: int) -> int:
+        """Index of the first window end strictly after ``t_us`` (the window containing it)."""
+        return t_us // self.step_us + 1
+
+    def current_index(self, watermark_us: int) -> int:
+        """The current window: it ends at the first step boundary strictly after the watermark."""
+        return self.end_index(watermark_us)
+
+    def oldest_kept(self, watermark_us: int, frozen_us: int, history_steps: int) -> int:
+        """The oldest window end index that stays exact in memory.
+
+        Windows ending before ``watermark - frozen`` can no longer change (events that old
+        are too late), and the newest ``history_steps`` windows must stay computable so the
+        history of each window can be rewritten whenever late data reaches it.
+        """
+        return min(
+            self.end_index(watermark_us - frozen_us),
+            self.current_index(watermark_us) - history_steps + 1,
+        )
+
+    def bounds_us(self, k: int) -> tuple[int, int]:
+        """``(start, end)`` of the window with end index ``k``."""
+        end = k * self.step_us
+        return end - self.size_us, end
+
+
+def fact_ranges(fact: Fact, spec: Spec) -> Iterator[tuple[int, int, int | None]]:
+    """(metric, first index, last index or None for open-ended) runs that ``fact`` adds to."""
+    kind = fact[0]
+    n = spec.steps
+    step = spec.step_us
+    if kind == "pt":
+        b = int(fact[3]) // step
+        yield int(fact[2]), b + 1, b + n
+    elif kind == "act":
+        b = int(fact[2]) // step
+        yield ACTIVE_END, b + 1, None
+        yield ACTIVE_START, b + 1 + n, None
+    elif kind == "dp":
+        bp = int(fact[2]) // step
+        q = fact[3]
+        lo = bp if q is None else max(bp, int(q) // step + n)
+        if lo < bp + n:
+            yield PURCHASING, lo + 1, bp + n
+    elif kind == "dr":
+        bp = int(fact[2]) // step
+        bq = int(fact[3]) // step
+        q2 = fact[4]
+        lo = bp if q2 is None else max(bp, int(q2) // step + n)
+        if lo < bq + n:
+            yield REPEAT, lo + 1, bq + n
+    else:
+        raise ValueError(f"unknown fact kind {kind!r}")
+
+
+class DiffArray:
+    """Difference array of base-count vectors over window-end indexes, with prefix queries.
+
+    Prefix sums are cached and recomputed only from the earliest changed index, so the
+    usual case (changes and queries near the newest windows) costs a few vector additions.
+    """
+
+    __slots__ = ("_keys", "_prefix", "_valid", "diffs", "dirty_from")
+
+    def __init__(self) -> None:
+        self.diffs: dict[int, list[int]] = {}
+        self._keys: list[int] = []
+        self._prefix: list[list[int]] = []
+        self._valid = 0
+        # Earliest index changed since the last ``take_dirty``: every window from it moved.
+        self.dirty_from: int | None = None
+
+    def _entry(self, k: int) -> list[int]:
+        vector = self.diffs.get(k)
+        i = bisect_left(self._keys, k)
+        if vector is None:
+            vector = self.diffs[k] = [0] * WIDTH
+            self._keys.insert(i, k)
+            self._prefix.insert(i, vector)
+        self._valid = min(self._valid, i)
+        if self.dirty_from is None or k < self.dirty_from:
+            self.dirty_from = k
+        return vector
+
+    def add(self, k: int, metric: int, value: int) -> None:
+        self._entry(k)[metric] += value
+
+    def add_range(self, metric: int, first: int, last: int | None, value: int) -> None:
+        self._entry(first)[metric] += value
+        if last is not None:
+            self._entry(last + 1)[metric] -= value
+
+    def set_entry(self, k: int, vector: list[int]) -> None:
+        """Overwrite one entry (absolute values from a partial); all zeros removes it."""
+        if any(vector):
+            self._entry(k)[:] = vector
+        elif k in self.diffs:
+            i = bisect_left(self._keys, k)
+            del self.diffs[k]
+            del self._keys[i]
+            del self._prefix[i]
+            self._valid = min(self._valid, i)
+            if self.dirty_from is None or k < self.dirty_from:
+                self.dirty_from = k
+
+    def value_at(self, k: int) -> list[int]:
+        """The base counts of the window with end index ``k``."""
+        i = bisect_right(self._keys, k)
+        if i == 0:
+            return [0] * WIDTH
+        if self._valid < i:
+            running = self._prefix[self._valid - 1] if self._valid else [0] * WIDTH
+            for j in range(self._valid, i):
+                running = [a + b for a, b in zip(running, self.diffs[self._keys[j]], strict=True)]
+                self._prefix[j] = running
+            self._valid = i
+        return list(self._prefix[i - 1])
+
+    def take_dirty(self) -> int | None:
+        dirty, self.dirty_from = self.dirty_from, None
+        return dirty
+
+    def load_entry(self, k: int, vector: list[int]) -> None:
+        """Set one entry as recovered from a changelog."""
+        self._entry(k)[:] = vector
+
+    def compact(self, below: int) -> list[int]:
+        """Fold every entry with index < ``below`` into index 0; returns the touched indexes."""
+        start = 1 if self._keys and self._keys[0] == BASE_K else 0
+        if start >= len(self._keys) or self._keys[start] >= below:
+            return []
+        old = self._keys[start : bisect_left(self._keys, below)]
+        base = self.diffs.get(BASE_K, [0] * WIDTH)
+        for k in old:
+            base = [a + b for a, b in zip(base, self.diffs.pop(k), strict=True)]
+        self.diffs.pop(BASE_K, None)
+        if any(base):
+            self.diffs[BASE_K] = base
+        self._keys = sorted(self.diffs)
+        self._prefix = [self.diffs[k] for k in self._keys]
+        self._valid = 0
+        return [BASE_K, *old]
+
+    def entries(self) -> Iterable[tuple[int, list[int]]]:
+        return self.diffs.items()
+
+    def __len__(self) -> int:
+        return len(self.diffs)

@@ -1,0 +1,1 @@
+"""Publishing: coalesced KPI snapshots to Redis and Kafka."""

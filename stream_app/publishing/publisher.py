@@ -1,0 +1,255 @@
+"""The publisher: coalesced KPI snapshots to Redis (hash, pub/sub, stream, history) and Kafka."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from stream_app.clock import Clock
+from stream_app.customers.timeline import EPOCH
+from stream_app.kpis.formulas import counts_from_vector, derive_kpis, segment_kind
+from stream_app.kpis.windows import DiffArray, Spec
+from stream_app.metrics import Metrics, RateLimitedLog
+from stream_app.segments.store import SegmentAggregate, SegmentStore
+from stream_app.settings import Settings, duration_ms
+
+logger = logging.getLogger(__name__)
+
+STREAM_KEY = "kpi-updates"
+# History snapshots written per tick at most, so a backfill never stalls the event loop.
+HISTORY_BUDGET_PER_TICK = 2_000
+
+KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
+
+
+def snapshot_key(window: str, segment: str) -> str:
+    return f"kpi:{window}:{segment}"
+
+
+def channel(window: str, segment: str) -> str:
+    return f"kpi-updates:{window}:{segment}"
+
+
+def history_key(window: str, segment: str) -> str:
+    return f"kpi-history:{window}:{segment}"
+
+
+def rfc3339(t_us: int) -> str:
+    moment = EPOCH + timedelta(microseconds=t_us)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Published:
+    """What was last published for one window and segment, and what is still owed."""
+
+    k: int | None = None
+    vector: list[int] | None = None
+    at: float = float("-inf")
+    # History entries [lo, hi] still to (re)write, newest first.
+    history: tuple[int, int] | None = None
+
+
+class Publisher:
+    """Turns the segment totals into snapshots; every call to ``tick`` publishes what is due."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SegmentStore,
+        redis: aioredis.Redis,
+        kafka_send: KafkaSend,
+        owned: Callable[[], set[int]],
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis
+        self.kafka_send = kafka_send
+        self.owned = owned
+        self.metrics = metrics
+        self.clock = clock
+        self.specs = [Spec.from_window(window) for window in settings.windows]
+        self.interval_s = duration_ms(settings.publish_interval) / 1000
+        self.frozen_us = (
+            duration_ms(settings.max_lateness) + duration_ms(settings.attribution_window)
+        ) * 1000
+        self._published: dict[tuple[str, str], _Published] = {}
+        self._backoff_until = 0.0
+        self._backoff_s = 0.5
+        self._redis_down = False
+        self._log = RateLimitedLog(logger)
+        self.last_publish_at: datetime | None = None
+
+    async def tick(self) -> int:
+        """Publish every snapshot that is due; returns how many current snapshots went out."""
+        now = time.monotonic()
+        if now < self._backoff_until:
+            return 0
+        updated_at = self.clock()
+        owned = self.owned()
+        work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]] = []
+        budget = HISTORY_BUDGET_PER_TICK
+        for aggregate in self.store.owned(owned):
+            watermark = self.store.watermark(aggregate.partition)
+            if watermark is None:
+                continue
+            for spec in self.specs:
+                totals = aggregate.totals.get(spec.name)
+                if totals is None:
+                    continue
+                item = self._plan(aggregate, spec, totals, watermark, now, budget)
+                if item is not None:
+                    budget -= len(item[5])
+                    work.append(item)
+        if not work:
+            return 0
+        try:
+            sent = await self._write(work, updated_at)
+        except (RedisError, OSError) as exc:
+            self._redis_down = True
+            self._backoff_until = now + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, 10.0)
+            self._log.warning(
+                "redis",
+                "Redis unavailable (%s); KPI state is kept, retrying",
+                exc.__class__.__name__,
+            )
+            return 0
+        self._backoff_s = 0.5
+        if self._redis_down:
+            # Redis may have come back empty: write every current snapshot and history again.
+            self._redis_down = False
+            logger.info("Redis is back; republishing every snapshot")
+            self._published.clear()
+        self.last_publish_at = updated_at
+        return sent
+
+    def _plan(
+        self,
+        aggregate: SegmentAggregate,
+        spec: Spec,
+        totals: DiffArray,
+        watermark_us: int,
+        now: float,
+        budget: int,
+    ) -> tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]] | None:
+        key = (aggregate.segment, spec.name)
+        published = self._published.get(key)
+        if published is None:
+            published = self._published[key] = _Published()
+        k = spec.current_index(watermark_us)
+        # Both bounds hold: what the customer stage still keeps exact, and the history length.
+        oldest = max(
+            k - self.settings.history_steps + 1,
+            spec.oldest_kept(watermark_us, self.frozen_us, self.settings.history_steps),
+        )
+        dirty = totals.take_dirty()
+        pending = published.history
+        if published.k is None:
+            pending = (oldest, k)
+        else:
+            lo = k + 1
+            if dirty is not None:
+                lo = min(lo, dirty)
+            if published.k < k:
+                lo = min(lo, published.k + 1)
+            if lo <= k:
+                pending = (lo, k) if pending is None else (min(pending[0], lo), k)
+        if pending is not None:
+            pending = (max(pending[0], oldest), pending[1])
+            if pending[0] > pending[1]:
+                pending = None
+        published.history = pending
+        if pending is None and published.k == k:
+            return None
+        if now - published.at < self.interval_s:
+            return None
+        current = totals.value_at(k)
+        vector = current if (published.k != k or current != published.vector) else None
+        history: list[int] = []
+        if pending is not None and budget > 0:
+            lo, hi = pending
+            first = max(lo, hi - budget + 1)
+            history = list(range(first, hi + 1))
+        return aggregate, spec, published, k, vector, history
+
+    def _snapshot(
+        self, aggregate: SegmentAggregate, spec: Spec, k: int, watermark_us: int, at: str
+    ) -> dict[str, Any]:
+        start_us, end_us = spec.bounds_us(k)
+        counts = counts_from_vector(aggregate.totals[spec.name].value_at(k))
+        snapshot: dict[str, Any] = {
+            "window": spec.name,
+            "segment": aggregate.segment,
+            "window_start": rfc3339(start_us),
+            "window_end": rfc3339(end_us),
+            "watermark": rfc3339(watermark_us),
+            "updated_at": at,
+        }
+        snapshot.update(
+            derive_kpis(counts, segment_kind(aggregate.segment), self.settings.gross_margin)
+        )
+        return snapshot
+
+    async def _write(
+        self,
+        work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]],
+        updated_at: datetime,
+    ) -> int:
+        at = updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        pipe = self.redis.pipeline(transaction=False)
+        outgoing: list[tuple[bytes, bytes]] = []
+        for aggregate, spec, _published, k, vector, history in work:
+            watermark = self.store.watermark(aggregate.partition)
+            assert watermark is not None
+            segment = aggregate.segment
+            if vector is not None:
+                snapshot = self._snapshot(aggregate, spec, k, watermark, at)
+                data = orjson.dumps(snapshot)
+                pipe.hset(
+                    snapshot_key(spec.name, segment),
+                    mapping={field: orjson.dumps(value) for field, value in snapshot.items()},
+                )
+                pipe.publish(channel(spec.name, segment), data)
+                pipe.xadd(
+                    STREAM_KEY,
+                    {"data": data},
+                    maxlen=self.settings.stream_maxlen,
+                    approximate=True,
+                )
+                outgoing.append((f"{spec.name}:{segment}".encode(), data))
+            if history:
+                key = history_key(spec.name, segment)
+                for hk in history:
+                    score = spec.bounds_us(hk)[1] // 1_000_000
+                    entry = orjson.dumps(self._snapshot(aggregate, spec, hk, watermark, at))
+                    pipe.zremrangebyscore(key, score, score)
+                    pipe.zadd(key, {entry: score})
+                pipe.zremrangebyrank(key, 0, -(self.settings.history_steps + 1))
+        started = time.perf_counter()
+        await pipe.execute()
+        self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        for payload_key, data in outgoing:
+            await self.kafka_send(payload_key, data)
+        now = time.monotonic()
+        for _aggregate, _spec, published, k, vector, history in work:
+            if vector is not None:
+                published.vector = vector
+                published.at = now
+            published.k = k
+            if history and published.history is not None:
+                lo, _hi = published.history
+                first = history[0]
+                published.history = (lo, first - 1) if first > lo else None
+        self.metrics.snapshots.inc(len(outgoing))
+        return len(outgoing)

@@ -1,0 +1,1 @@
+"""Segments: the stage keyed by segment that sums partials across customer partitions."""

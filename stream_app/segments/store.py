@@ -1,0 +1,127 @@
+"""The segment stage's memory: each source partition's partial sums and their exact totals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_app.kpis.windows import WIDTH, DiffArray
+
+# Entries of one source are persisted in chunks of this many window indexes, so that one
+# update rewrites a small table value rather than a source's whole history.
+CHUNK = 64
+
+
+def chunk_key(segment: str, source: int, spec_name: str, chunk: int) -> str:
+    return f"{segment}|{source}|{spec_name}|{chunk}"
+
+
+def parse_chunk_key(key: str) -> tuple[str, int, str, int]:
+    segment, source, spec_name, chunk = key.rsplit("|", 3)
+    return segment, int(source), spec_name, int(chunk)
+
+
+@dataclass
+class SegmentAggregate:
+    """One segment: absolute partials per (spec, source) and the totals over sources."""
+
+    segment: str
+    partition: int
+    sources: dict[tuple[str, int], dict[int, list[int]]] = field(default_factory=dict)
+    totals: dict[str, DiffArray] = field(default_factory=dict)
+
+    def set_entry(self, spec_name: str, source: int, k: int, vector: list[int] | None) -> bool:
+        """Set one absolute entry of a source; True when it changed the totals."""
+        entries = self.sources.setdefault((spec_name, source), {})
+        old = entries.get(k)
+        new = vector if vector is not None and any(vector) else None
+        if old == new:
+            return False
+        if new is None:
+            del entries[k]
+        else:
+            entries[k] = list(new)
+        totals = self.totals.get(spec_name)
+        if totals is None:
+            totals = self.totals[spec_name] = DiffArray()
+        zeros = [0] * WIDTH
+        delta = [b - a for a, b in zip(old or zeros, new or zeros, strict=True)]
+        for metric, value in enumerate(delta):
+            if value:
+                totals.add(k, metric, value)
+        return True
+
+    def keys_of(self, spec_name: str, source: int) -> list[int]:
+        return list(self.sources.get((spec_name, source), {}))
+
+    def chunk(self, spec_name: str, source: int, chunk: int) -> dict[str, list[int]]:
+        """The persisted form of one chunk of one source's entries."""
+        entries = self.sources.get((spec_name, source), {})
+        return {str(k): vector for k, vector in sorted(entries.items()) if k // CHUNK == chunk}
+
+
+@dataclass
+class SegmentStore:
+    """All segments this worker has seen, and the watermark each source partition reported."""
+
+    aggregates: dict[str, SegmentAggregate] = field(default_factory=dict)
+    # (segment-stage partition, source partition) -> watermark in microseconds
+    watermarks: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def aggregate(self, segment: str, partition: int) -> SegmentAggregate:
+        aggregate = self.aggregates.get(segment)
+        if aggregate is None:
+            aggregate = self.aggregates[segment] = SegmentAggregate(segment, partition)
+        return aggregate
+
+    def apply_update(
+        self, message: dict[str, Any], partition: int
+    ) -> tuple[list[str], list[tuple[str, int, str, int]]]:
+        """Apply one message from the customer stage; returns changed segments and chunks."""
+        source = int(message["src"])
+        watermark = message.get("wm")
+        if watermark is not None:
+            key = (partition, source)
+            if watermark > self.watermarks.get(key, -1):
+                self.watermarks[key] = int(watermark)
+        segment = message.get("seg")
+        if segment is None:
+            return [], []
+        aggregate = self.aggregate(segment, partition)
+        touched: set[tuple[str, int, str, int]] = set()
+        seen: set[tuple[str, int]] = set()
+        for spec_name, k, vector in message["e"]:
+            seen.add((spec_name, k))
+            if aggregate.set_entry(spec_name, source, k, vector):
+                touched.add((segment, source, spec_name, k // CHUNK))
+        if message.get("full"):
+            # A resynchronisation lists every entry the source has: drop the rest.
+            for (spec_name, src), entries in list(aggregate.sources.items()):
+                if src != source:
+                    continue
+                for k in [k for k in entries if (spec_name, k) not in seen]:
+                    aggregate.set_entry(spec_name, source, k, None)
+                    touched.add((segment, source, spec_name, k // CHUNK))
+        return [segment], sorted(touched)
+
+    def watermark(self, partition: int) -> int | None:
+        """The newest event time any source partition reported to this partition."""
+        values = [wm for (p, _src), wm in self.watermarks.items() if p == partition]
+        return max(values) if values else None
+
+    def load_chunk(self, key: str, value: dict[str, list[int]], partition: int) -> None:
+        segment, source, spec_name, _chunk = parse_chunk_key(key)
+        aggregate = self.aggregate(segment, partition)
+        for k, vector in value.items():
+            aggregate.set_entry(spec_name, source, int(k), vector)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        for segment in [s for s, a in self.aggregates.items() if a.partition in gone]:
+            del self.aggregates[segment]
+        for key in [key for key in self.watermarks if key[0] in gone]:
+            del self.watermarks[key]
+
+    def owned(self, partitions: set[int]) -> Iterator[SegmentAggregate]:
+        return (a for a in self.aggregates.values() if a.partition in partitions)

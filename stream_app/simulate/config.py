@@ -1,0 +1,228 @@
+"""What to simulate: population, regions, campaigns, behaviour, volume, scenarios and faults."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Final
+
+from stream_app.simulate.scenarios import Scenario
+
+DEFAULT_START: Final = datetime(2026, 11, 1, tzinfo=UTC)
+
+# Lateness the generator must respect (contract: max lateness defaults to 31 days).
+LATE_MIN_AGE: Final = timedelta(days=35)
+LATE_AFTER: Final = timedelta(days=36)
+# On-time events trail the newest one by at most this (disorder and re-sends included).
+MAX_DISORDER: Final = timedelta(hours=3)
+DUPLICATE_MAX_LAG: Final = timedelta(hours=1)
+DUPLICATE_MAX_RECORDS: Final = 300
+
+_REGION_CODE = re.compile(r"[A-Z0-9_-]{2,8}")
+_CAMPAIGN_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]{1,128}")
+_OFFSET = re.compile(r"Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A market: its code, its share of new customers and the UTC offsets its customers write.
+
+    Activity follows the local time of the customer's offset (the first one is the most
+    common); ``Z`` means the customer's systems write UTC.
+    """
+
+    code: str
+    weight: float
+    offsets: tuple[str, ...] = ("Z",)
+
+    def __post_init__(self) -> None:
+        if not _REGION_CODE.fullmatch(self.code):
+            raise ValueError(f"region {self.code!r}: 2 to 8 upper-case letters, digits, _ or -")
+        if self.weight <= 0:
+            raise ValueError(f"region {self.code}: the weight must be positive")
+        if not self.offsets or not all(_OFFSET.fullmatch(o) for o in self.offsets):
+            raise ValueError(f"region {self.code}: offsets must be like Z, +01:00 or -05:30")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A marketing campaign: share of clicks and acquisitions, cost per click, conversion."""
+
+    campaign_id: str
+    weight: float
+    cost_per_click: Decimal
+    conversion: float
+
+    def __post_init__(self) -> None:
+        if not _CAMPAIGN_ID.fullmatch(self.campaign_id):
+            raise ValueError(f"campaign {self.campaign_id!r}: 1 to 128 chars, no whitespace")
+        if self.weight <= 0:
+            raise ValueError(f"campaign {self.campaign_id}: the weight must be positive")
+        if not Decimal(0) <= self.cost_per_click <= Decimal(1000):
+            raise ValueError(f"campaign {self.campaign_id}: cost per click out of range")
+        if not 0 <= self.conversion <= 1:
+            raise ValueError(f"campaign {self.campaign_id}: conversion must be in [0, 1]")
+
+
+DEFAULT_REGIONS: Final = (
+    Region("EU", 0.4, ("+01:00", "+01:00", "+02:00", "Z")),
+    Region("NA", 0.3, ("-05:00", "-06:00", "-08:00")),
+    Region("APAC", 0.2, ("+08:00", "+09:00", "+05:30", "+10:00")),
+    Region("LATAM", 0.1, ("-03:00", "-05:00")),
+)
+DEFAULT_CAMPAIGNS: Final = (
+    Campaign("spring-sale", 0.35, Decimal("0.4500"), 0.20),
+    Campaign("newsletter", 0.25, Decimal("0.0500"), 0.10),
+    Campaign("search-brand", 0.2, Decimal("1.2000"), 0.30),
+    Campaign("social-retarget", 0.2, Decimal("0.6500"), 0.12),
+)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How customers behave; rates are means over customers, per active customer and day.
+
+    The activity rates (clicks, organic purchases, NPS surveys) are scaled together when a
+    volume target is set; lifecycle rates (arrivals, churn, returns) never are, so a volume
+    target does not change how the population evolves.
+    """
+
+    click_rate: float = 0.20
+    purchase_rate: float = 0.05
+    nps_rate: float = 1 / 30
+    # Gamma shape of per-customer rates: below 1, a few heavy users and many occasional ones.
+    rate_shape: float = 0.8
+    csat_probability: float = 0.25
+    # Satisfaction is latent, in (0, 1), Beta-distributed at signup.
+    satisfaction_alpha: float = 5.0
+    satisfaction_beta: float = 2.5
+    # Churn hazard per day at average satisfaction; x e^slope per unit of satisfaction lost.
+    churn_rate: float = 0.006
+    churn_satisfaction_slope: float = 3.0
+    # New customers per day, as a share of the initial population.
+    growth_rate: float = 0.01
+    # Initial customers sign up within this many days of the start.
+    initial_signup_days: float = 2.0
+    organic_share: float = 0.3
+    preclick_probability: float = 0.6
+    resignup_probability: float = 0.3
+    resignup_delay_days: float = 14.0
+    region_switch_probability: float = 0.25
+    # Order values: lognormal around a per-customer median (heavy tail: some > 1000).
+    order_median: float = 40.0
+    order_customer_sigma: float = 0.6
+    order_sigma: float = 0.9
+    bulk_order_probability: float = 0.002
+    # Click -> purchase delay: lognormal, median hours; capped below the attribution window.
+    conversion_delay_hours: float = 5.0
+    conversion_delay_sigma: float = 1.3
+    conversion_delay_cap: timedelta = timedelta(days=6, hours=12)
+    # Share of events whose occurred_at is written in UTC (Z) instead of the local offset.
+    utc_share: float = 0.15
+
+    def __post_init__(self) -> None:
+        rates = ("click_rate", "purchase_rate", "nps_rate", "churn_rate", "growth_rate")
+        for name in rates:
+            if getattr(self, name) < 0:
+                raise ValueError(f"behaviour.{name} must not be negative")
+        shares = (
+            "csat_probability",
+            "organic_share",
+            "preclick_probability",
+            "resignup_probability",
+            "region_switch_probability",
+            "bulk_order_probability",
+            "utc_share",
+        )
+        for name in shares:
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"behaviour.{name} must be between 0 and 1")
+        positive = (
+            "rate_shape",
+            "satisfaction_alpha",
+            "satisfaction_beta",
+            "resignup_delay_days",
+            "order_median",
+            "conversion_delay_hours",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"behaviour.{name} must be positive")
+        if self.initial_signup_days < 0:
+            raise ValueError("behaviour.initial_signup_days must not be negative")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that determines a simulation; equal configs give byte-identical output.
+
+    Volume: ``events_target`` (total records, faults included) or ``rate_per_day`` (total
+    records per simulated day) scale the customers' activity rates so that the total lands
+    near the target; with neither, ``behaviour``'s rates apply unscaled (about 0.5 events
+    per customer and day). Lifecycle events (signups, cancellations) are not scaled, so a
+    target far below them cannot be met; the generator logs a warning then.
+
+    Fault ratios are per on-time event: ``inject_bad`` adds that many malformed messages,
+    ``duplicates`` that many exact re-sends, ``late`` that many events at least 35 days
+    older than the newest event (only once 36 days of simulated time have passed).
+    """
+
+    seed: int = 1
+    start: datetime = DEFAULT_START
+    duration: timedelta = timedelta(days=40)
+    customers: int = 1000
+    events_target: int | None = None
+    rate_per_day: float | None = None
+    regions: tuple[Region, ...] = DEFAULT_REGIONS
+    campaigns: tuple[Campaign, ...] = DEFAULT_CAMPAIGNS
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    scenarios: tuple[Scenario, ...] = ()
+    disorder: timedelta = timedelta(minutes=10)
+    inject_bad: float = 0.0
+    duplicates: float = 0.0
+    late: float = 0.0
+    reporting_currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        if self.start.utcoffset() is None:
+            raise ValueError("start must be timezone-aware")
+        # One spelling of the start (UTC) keeps ids and output independent of its offset.
+        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        if self.duration <= timedelta(0):
+            raise ValueError("duration must be positive")
+        if self.customers < 1:
+            raise ValueError("customers must be at least 1")
+        if self.events_target is not None and self.rate_per_day is not None:
+            raise ValueError("give events_target or rate_per_day, not both")
+        if self.events_target is not None and self.events_target < 1:
+            raise ValueError("events_target must be at least 1")
+        if self.rate_per_day is not None and self.rate_per_day <= 0:
+            raise ValueError("rate_per_day must be positive")
+        if not self.regions or not self.campaigns:
+            raise ValueError("at least one region and one campaign are required")
+        if len({r.code for r in self.regions}) != len(self.regions):
+            raise ValueError("region codes must be unique")
+        if len({c.campaign_id for c in self.campaigns}) != len(self.campaigns):
+            raise ValueError("campaign ids must be unique")
+        if not timedelta(0) <= self.disorder <= MAX_DISORDER:
+            raise ValueError(f"disorder must be between 0 and {MAX_DISORDER}")
+        for name in ("inject_bad", "duplicates", "late"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a ratio between 0 and 1")
+        if not re.fullmatch(r"[A-Z]{3}", self.reporting_currency):
+            raise ValueError("reporting_currency must be an ISO 4217 code")
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.duration
+
+    @property
+    def target_records(self) -> float | None:
+        """The requested total number of records, if any."""
+        if self.events_target is not None:
+            return float(self.events_target)
+        if self.rate_per_day is not None:
+            return self.rate_per_day * (self.duration / timedelta(days=1))
+        return None

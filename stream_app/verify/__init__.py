@@ -1,0 +1,1 @@
+"""Independent batch reference for the KPIs and the ``kpi verify`` check of Redis against it."""
