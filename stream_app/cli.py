@@ -274,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=cmd_dev)
 
+    from stream_app.replay.cli import add_parser as add_replay
     from stream_app.simulate.cli import add_parser as add_simulate
     from stream_app.verify.cli import add_parser as add_verify
 
     add_simulate(sub)
+    add_replay(sub)
     add_verify(sub)
     return parser
 
