@@ -14,11 +14,16 @@ install: ## Create .venv with the project and dev tools (idempotent)
 	@scripts/bootstrap.sh
 
 .PHONY: demo
-demo: install ## Run the main job: embedded broker, Redis, worker (Ctrl-C stops all)
-	$(BIN)/kpi dev
+demo: install ## The main job: embedded broker, Redis, worker, simulated traffic, live KPIs (Ctrl-C stops all)
+	$(BIN)/kpi dev --simulate --watch
+
+.PHONY: bench
+bench: install ## Measure throughput, latency and memory (kpi bench; docs/benchmarks.md)
+	$(BIN)/kpi bench --out bench-result.json
 
 .PHONY: dev
-dev: demo ## Same as demo
+dev: install ## The embedded stack alone, no traffic (kpi dev)
+	$(BIN)/kpi dev
 
 .PHONY: lint
 lint: install ## ruff lint and format check

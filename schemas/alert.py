@@ -12,12 +12,16 @@ OptionalFloat = float | None
 
 
 class Alert(BaseModel):
-    """One alert transition; 'alert_id' is deterministic so consumers can dedupe it."""
+    """One alert transition (firing or resolved); dedupe on ('alert_id', 'status')."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     alert_id: str = Field(
-        min_length=1, description="Deterministic id: the same alert always has the same id."
+        min_length=1,
+        description=(
+            "Deterministic id from the rule, the segment and the bucket where the alert "
+            "started: the same alert always has the same id, and its resolve carries it too."
+        ),
     )
     kind: Literal["churn_spike", "threshold"] = Field(description="What raised the alert.")
     status: Literal["firing", "resolved"] = Field(description="Whether it starts or ends.")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from mode import Service
 
 from stream_app import web
+from stream_app.alerts.delivery import WebhookSender
+from stream_app.alerts.rules import ThresholdRule, rules_from_settings
+from stream_app.alerts.service import AlertService
 from stream_app.clock import Clock, utc_now
 from stream_app.context import AppContext
 from stream_app.customers.engine import CustomerEngine
@@ -15,23 +21,40 @@ from stream_app.kafka import DEAD_LETTER_MAX_BYTES, partials_topic, ssl_context
 from stream_app.metrics import Metrics
 from stream_app.publishing.publisher import Publisher
 from stream_app.segments import agent as segment_agent
-from stream_app.settings import Settings
+from stream_app.settings import Settings, duration_ms
+from stream_app.transport import KpiApp
 
 # The publisher looks for due snapshots this often; each (window, segment) is still
 # published at most once per KPI_PUBLISH_INTERVAL.
 PUBLISH_TICK_S = 0.2
+# Alerts look for closed buckets this often (they close at most every step, usually hourly).
+ALERT_TICK_S = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, *, clock: Clock = utc_now, metrics: Metrics | None = None
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    metrics: Metrics | None = None,
+    rules: Sequence[ThresholdRule] | None = None,
 ) -> faust.App:
-    """Build the worker's Faust app: customer stage, segment stage, publisher and web pages."""
+    """Build the worker's Faust app: customer stage, segment stage, publisher, alerts, web.
+
+    ``rules`` default to those of ``KPI_ALERT_RULES_FILE``; a bad file raises ``RulesError``.
+    """
     ctx = AppContext(settings=settings, metrics=metrics or Metrics(), clock=clock)
-    app = faust.App(
+    app = KpiApp(
         settings.app_id,
+        fetch_max_wait_ms=duration_ms(settings.fetch_max_wait),
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         broker_credentials=_credentials(settings),
         store=settings.store,
+        # In memory, a worker's table offsets are only what it read itself: Tansu can report
+        # an end offset behind them right after a SIGKILL, which must not stop a restarted
+        # peer. With RocksDB the check guards against a recreated changelog, so it stays.
+        recovery_consistency_check=not str(settings.store).startswith("memory"),
         datadir=str(settings.data_dir / f"{settings.app_id}-data"),
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
@@ -53,9 +76,32 @@ def create_app(
 
     app.service(_bound_engine(app, ctx))
     segment_agent.register(app, ctx, ctx.store)
-    _register_publisher(app, ctx)
+    owned = _owned_partitions(app, settings)
+    _register_publisher(app, ctx, owned)
+    _register_alerts(app, ctx, owned, rules_from_settings(settings) if rules is None else rules)
     web.register(app, ctx)
     return app
+
+
+def _owned_partitions(app: faust.App, settings: Settings) -> Callable[[], set[int]]:
+    """The segment-stage partitions this worker owns: what it publishes and alerts on."""
+    partials = partials_topic(settings)
+
+    def owned() -> set[int]:
+        consumer = app.consumer
+        return {tp.partition for tp in consumer.assignment() if tp.topic == partials}
+
+    return owned
+
+
+def _redis_client(settings: Settings) -> aioredis.Redis:
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        password=password,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+    )
 
 
 def _bound_engine(app: faust.App, ctx: AppContext) -> type[CustomerEngine]:
@@ -67,15 +113,9 @@ def _bound_engine(app: faust.App, ctx: AppContext) -> type[CustomerEngine]:
     return BoundCustomerEngine
 
 
-def _register_publisher(app: faust.App, ctx: AppContext) -> None:
+def _register_publisher(app: faust.App, ctx: AppContext, owned: Callable[[], set[int]]) -> None:
     settings = ctx.settings
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    redis = aioredis.Redis.from_url(
-        settings.redis_url,
-        password=password,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-    )
+    redis = _redis_client(settings)
     updates = app.topic(
         settings.kpi_updates_topic,
         key_type=bytes,
@@ -88,10 +128,6 @@ def _register_publisher(app: faust.App, ctx: AppContext) -> None:
     async def kafka_send(key: bytes, value: bytes) -> None:
         await updates.send(key=key, value=value)
 
-    def owned() -> set[int]:
-        consumer = app.consumer
-        return {tp.partition for tp in consumer.assignment() if tp.topic == partials}
-
     publisher = Publisher(settings, ctx.store, redis, kafka_send, owned, ctx.metrics, ctx.clock)
     ctx.publisher = publisher
 
@@ -103,6 +139,69 @@ def _register_publisher(app: faust.App, ctx: AppContext) -> None:
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
         ctx.store.drop_partitions(tp.partition for tp in revoked if tp.topic == partials)
+
+
+def _register_alerts(
+    app: faust.App,
+    ctx: AppContext,
+    owned: Callable[[], set[int]],
+    rules: Sequence[ThresholdRule],
+) -> None:
+    """Churn spikes and threshold rules, evaluated next to the publisher (docs/alerts.md)."""
+    settings = ctx.settings
+    if not settings.churn_enabled and not rules:
+        return
+    topic = app.topic(
+        settings.kpi_alerts_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def kafka_send(key: bytes, value: bytes) -> None:
+        await topic.send(key=key, value=value)
+
+    webhooks = None
+    if settings.alert_webhooks:
+        webhooks = WebhookSender(
+            settings.alert_webhooks,
+            timeout_s=settings.alert_webhook_timeout.total_seconds(),
+            retries=settings.alert_webhook_retries,
+            backoff_s=settings.alert_webhook_backoff.total_seconds(),
+            queue_size=settings.alert_webhook_queue,
+            metrics=ctx.metrics,
+        )
+    alerts = AlertService(
+        settings,
+        ctx.store,
+        _redis_client(settings),
+        kafka_send,
+        owned,
+        ctx.metrics,
+        ctx.clock,
+        rules=rules,
+        webhooks=webhooks,
+    )
+    ctx.alerts = alerts
+
+    class AlertRuntime(Service):
+        """Starts and stops the webhook tasks with the worker, and ticks the evaluation."""
+
+        async def on_start(self) -> None:
+            alerts.start()
+
+        async def on_stop(self) -> None:
+            await alerts.stop()
+
+        @Service.timer(ALERT_TICK_S)
+        async def _evaluate(self) -> None:
+            try:
+                await alerts.tick()
+            except Exception:  # alerting must never take the worker down
+                logger.exception("alert evaluation failed; retrying at the next tick")
+
+    app.service(AlertRuntime)
 
 
 def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:

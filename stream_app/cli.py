@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stream_app.settings import Settings, SettingsError, load_settings
 
@@ -24,6 +24,28 @@ logger = logging.getLogger("kpi")
 
 # Faster group joins for a single-machine stack; a fresh group takes ~30 s with defaults.
 SHUTDOWN_GRACE_S = 20.0
+
+# The demo's traffic: recent history so every window has numbers at once, then live events
+# at a pace where the 1h window visibly moves.
+DEMO_TRAFFIC = (
+    "simulate",
+    "--kafka",
+    "--realtime",
+    "--warmup",
+    "12h",
+    "--days",
+    "30",
+    "--customers",
+    "3000",
+    "--rate-per-day",
+    "200000",
+    "--inject-bad",
+    "0.002",
+    "--duplicates",
+    "0.01",
+    "--seed",
+    "7",
+)
 
 DEV_ENV_DEFAULTS = {
     "KPI_BROKER_SESSION_TIMEOUT": "10s",
@@ -44,16 +66,28 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run one Faust worker until SIGINT/SIGTERM."""
     import faust
 
+    from stream_app.alerts.rules import RulesError, rules_from_settings
     from stream_app.app import create_app
 
+    try:  # a bad rules file stops the start at once, before any waiting for Kafka
+        rules = rules_from_settings(settings)
+    except RulesError as exc:
+        sys.stderr.write(f"kpi: {exc}\n")
+        return 2
     _wait_for_topics(settings, timeout_s=args.broker_wait)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # ensure_topics ran on its own loop; Faust's worker wants a fresh current loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings)
+    app = create_app(settings, rules=rules)
 
     class Worker(faust.Worker):
         """A Faust worker whose graceful stop is bounded (Faust can hang if Kafka is gone)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Faust's terminal spinner sets the root logger to DEBUG, so every aiokafka
+            # send built a log record that was then thrown away: 8% of a busy worker.
+            self.spinner = None
 
         def _on_sigint(self) -> None:
             _arm_shutdown_watchdog(SHUTDOWN_GRACE_S)
@@ -185,6 +219,14 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             args.workers,
             args.log_dir,
         )
+        if args.simulate:
+            stack.spawn("simulate", [sys.executable, "-m", "stream_app", *DEMO_TRAFFIC], env=env)
+            logger.info("simulated traffic: kpi %s", " ".join(DEMO_TRAFFIC))
+        if args.watch:
+            # In the terminal, not a log file: the live view is what the demo is for.
+            stack.spawn(
+                "watch", [sys.executable, "-m", "stream_app", "watch"], env=env, log_to_file=False
+            )
         return _supervise(stack, stopping, args.run_for)
     except DevStackError as exc:
         logger.error("%s", exc)
@@ -200,6 +242,8 @@ def _supervise(stack: DevStack, stopping: list[int], run_for: float | None) -> i
     deadline = time.monotonic() + run_for if run_for else None
     while not stopping:
         exited = stack.first_exited()
+        if exited is not None and exited.name == "watch" and exited.popen.returncode == 0:
+            return 0  # the user closed the live view
         if exited is not None:
             logger.error(
                 "%s exited with code %s; see %s",
@@ -272,15 +316,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop by itself after this many seconds (default: run until stopped)",
     )
+    dev.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also send simulated traffic: half a day of history at once, then live events "
+        "stamped with the current time (a few per second)",
+    )
+    dev.add_argument(
+        "--watch",
+        action="store_true",
+        help="show the live KPI view (kpi watch) in this terminal",
+    )
     dev.set_defaults(func=cmd_dev)
 
+    from stream_app.bench.cli import add_parser as add_bench
     from stream_app.replay.cli import add_parser as add_replay
     from stream_app.simulate.cli import add_parser as add_simulate
     from stream_app.verify.cli import add_parser as add_verify
+    from stream_app.watch.cli import add_parser as add_watch
 
     add_simulate(sub)
     add_replay(sub)
     add_verify(sub)
+    add_watch(sub)
+    add_bench(sub)
     return parser
 
 

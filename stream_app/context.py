@@ -11,6 +11,7 @@ from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
 
 if TYPE_CHECKING:
+    from stream_app.alerts.service import AlertService
     from stream_app.customers.engine import CustomerEngine
     from stream_app.publishing.publisher import Publisher
 
@@ -25,3 +26,4 @@ class AppContext:
     store: SegmentStore = field(default_factory=SegmentStore)
     engine: CustomerEngine | None = None
     publisher: Publisher | None = None
+    alerts: AlertService | None = None

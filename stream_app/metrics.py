@@ -4,12 +4,52 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "RateLimitedLog"]
+__all__ = ["CONTENT_TYPE_LATEST", "LagSource", "Metrics", "RateLimitedLog"]
+
+# Consumer lag by (topic, partition), computed when scraped.
+LagSource = Callable[[], Mapping[tuple[str, int], int]]
+
+# Event-to-publish latency: sub-second to a few seconds live; minutes to hours while a backlog
+# or replay is worked off.
+LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class _LagCollector:
+    """``kpi_consumer_lag{topic,partition}``, read from the customer stage at scrape time.
+
+    A collector rather than a gauge that is set: partitions come and go with rebalances, and
+    a revoked partition must disappear from the scrape instead of keeping its last value.
+    """
+
+    NAME = "kpi_consumer_lag"
+    HELP = (
+        "Messages of an input topic partition this worker owns that its customer stage has "
+        "not read yet (high watermark minus next offset to read)."
+    )
+
+    def __init__(self) -> None:
+        self.source: LagSource | None = None
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.NAME, self.HELP, labels=["topic", "partition"])
+
+    def describe(self) -> Iterator[Any]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Any]:
+        family = self._family()
+        source = self.source
+        if source is not None:
+            for (topic, partition), lag in sorted(source().items()):
+                family.add_metric([topic, str(partition)], lag)
+        yield family
 
 
 class Metrics:
@@ -45,6 +85,53 @@ class Metrics:
             "Time of one pipelined Redis publish round.",
             registry=self.registry,
         )
+        self.event_to_publish = Histogram(
+            "kpi_event_to_publish_seconds",
+            "Wall-clock time from the occurred_at of the newest event a publish round includes "
+            "(the watermark) to the end of that round's Redis write; observed once per round "
+            "that moves the watermark forward.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.last_publish = Gauge(
+            "kpi_last_publish_timestamp_seconds",
+            "Unix time of this worker's last successful publish round (0: none yet).",
+            registry=self.registry,
+        )
+        self._lag = _LagCollector()
+        self.registry.register(self._lag)  # type: ignore[arg-type]
+
+        self.alerts = Counter(
+            "kpi_alerts_total",
+            "Alert transitions this worker published (Redis, Kafka, webhooks), by kind and status.",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+        self.alerts_suppressed = Counter(
+            "kpi_alerts_suppressed_total",
+            "Alert transitions found already sent (by another worker or before a restart).",
+            registry=self.registry,
+        )
+        self.alert_evaluations = Counter(
+            "kpi_alert_evaluations_total",
+            "Closed buckets (churn) and windows (rules) evaluated, per segment and rule.",
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "kpi_alert_webhook_requests_total",
+            "Webhook POST outcomes: ok, retry (will try again) or failed (gave up).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_dropped = Counter(
+            "kpi_alert_webhook_dropped_total",
+            "Alerts dropped for a webhook because its queue was full.",
+            registry=self.registry,
+        )
+
+    def set_lag_source(self, source: LagSource | None) -> None:
+        """Where ``kpi_consumer_lag`` comes from (the customer stage of this worker)."""
+        self._lag.source = source
 
     def dead_letter_counts(self) -> dict[str, int]:
         """Dead letters by reason so far, for logs and the health endpoint."""

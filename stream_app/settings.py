@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
 ENV_PREFIX = "KPI_"
@@ -39,6 +40,25 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def split_urls(value: Any) -> Any:
+    """``KPI_ALERT_WEBHOOKS``, ``KPI_CORS_ORIGINS``: separated by commas or whitespace, or JSON."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in re.split(r"[\s,]+", text) if part]
+    return value
+
+
+WebhookUrls = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(split_urls)]
+
+
+CorsOrigins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_urls)]
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?")
+# A token a browser's basic-auth prompt and an Authorization header both carry unchanged.
+_TOKEN = re.compile(r"[\x21-\x7e]{16,512}")
 
 
 def duration_ms(value: timedelta) -> int:
@@ -151,13 +171,46 @@ class Settings(BaseSettings):
 
     # Publishing: snapshots at most this often; customer-stage checkpoints this often.
     publish_interval: Duration = timedelta(seconds=1)
-    checkpoint_interval: Duration = timedelta(milliseconds=500)
+    checkpoint_interval: Duration = timedelta(milliseconds=250)
+    # Longest wait of a Kafka fetch for new data: bounds latency on brokers that do not
+    # answer a waiting fetch as soon as data arrives.
+    fetch_max_wait: Duration = timedelta(milliseconds=100)
+    # How often the customer stage resends its whole state to the segment stage.
+    resync_interval: Duration = timedelta(minutes=1)
     stream_maxlen: Annotated[int, Field(ge=100)] = 100_000
     history_steps: Annotated[int, Field(ge=500)] = 1000
+
+    # Churn-spike detection on hourly event-time buckets (docs/alerts.md).
+    churn_enabled: bool = True
+    churn_min_count: Annotated[int, Field(ge=1)] = 5
+    churn_z_threshold: Annotated[float, Field(gt=0, le=100)] = 3.0
+    churn_z_critical: Annotated[float, Field(gt=0, le=100)] = 5.0
+    churn_baseline: Duration = timedelta(days=7)
+    churn_min_baseline: Duration = timedelta(days=1)
+    churn_std_floor: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+
+    # Alert evaluation and delivery (churn spikes and the rules file).
+    alert_rules_file: Path | None = None
+    alert_grace: Duration = timedelta(minutes=15)
+    alert_idle_timeout: Duration = timedelta(minutes=2)
+    alert_lookback: Duration = timedelta(hours=24)
+    alert_marker_ttl: Duration = timedelta(days=35)
+    alert_stream_maxlen: Annotated[int, Field(ge=100)] = 10_000
+    alert_webhooks: WebhookUrls = ()
+    alert_webhook_timeout: Duration = timedelta(seconds=5)
+    alert_webhook_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    alert_webhook_backoff: Duration = timedelta(seconds=1)
+    alert_webhook_queue: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
 
     # The worker's HTTP server (Faust web): localhost unless configured.
     web_host: str = "127.0.0.1"
     web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+
+    # The HTTP API and dashboard page (docs/api.md): optional token, CORS off by default.
+    api_token: SecretStr | None = None
+    cors_origins: CorsOrigins = ()
+    # /health turns 503 when data waits this long unpublished or the consumer is stuck.
+    health_stall_after: Duration = timedelta(minutes=2)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -187,6 +240,79 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"window names must be unique, got {names}")
         return value
+
+    @field_validator("windows")
+    @classmethod
+    def _check_window_names(cls, value: tuple[WindowSpec, ...]) -> tuple[WindowSpec, ...]:
+        reserved = [w.name for w in value if w.name.startswith("_")]
+        if reserved:
+            raise ValueError(f"window names starting with '_' are reserved, got {reserved}")
+        return value
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _check_webhooks(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for i, url in enumerate(value, start=1):
+            text = url.get_secret_value()
+            if not re.match(r"^https?://[^\s/]+", text):
+                # Never echo the URL: it may carry a token.
+                raise ValueError(f"webhook #{i} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
+            # Never echo the token.
+            raise ValueError("must be 16 to 512 printable ASCII characters, no spaces")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin[:100]!r} is not an origin like https://ops.example.com "
+                    "(scheme and host, optional port, no path) or *"
+                )
+        return tuple(origin.rstrip("/") for origin in value)
+
+    @field_validator("health_stall_after")
+    @classmethod
+    def _check_stall(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=24):
+            raise ValueError("must be between 1s and 24h")
+        return value
+
+    @model_validator(mode="after")
+    def _check_alerts(self) -> Settings:
+        hour = timedelta(hours=1)
+        for name in ("churn_baseline", "churn_min_baseline"):
+            value: timedelta = getattr(self, name)
+            if value <= timedelta(0) or value % hour:
+                raise ValueError(f"{name}: must be a positive whole number of hours")
+        if self.churn_min_baseline > self.churn_baseline:
+            raise ValueError("churn_min_baseline: must not exceed churn_baseline")
+        if self.churn_baseline > timedelta(days=14):
+            raise ValueError("churn_baseline: at most 14d (hourly counts kept in memory)")
+        if self.churn_z_critical < self.churn_z_threshold:
+            raise ValueError("churn_z_critical: must be at least churn_z_threshold")
+        if not timedelta(0) <= self.alert_grace <= timedelta(days=1):
+            raise ValueError("alert_grace: must be between 0 and 1d")
+        if self.alert_grace >= self.max_lateness:
+            raise ValueError("alert_grace: must be shorter than max_lateness")
+        if self.alert_idle_timeout < timedelta(seconds=1):
+            raise ValueError("alert_idle_timeout: must be at least 1s")
+        if not timedelta(0) <= self.alert_lookback <= timedelta(days=14):
+            raise ValueError("alert_lookback: must be between 0 and 14d")
+        if self.alert_marker_ttl < timedelta(days=1):
+            raise ValueError("alert_marker_ttl: must be at least 1d")
+        if not timedelta(milliseconds=100) <= self.alert_webhook_timeout <= timedelta(minutes=5):
+            raise ValueError("alert_webhook_timeout: must be between 100ms and 5m")
+        if not timedelta(0) <= self.alert_webhook_backoff <= timedelta(minutes=5):
+            raise ValueError("alert_webhook_backoff: must be between 0 and 5m")
+        return self
 
     @model_validator(mode="after")
     def _check_semantics(self) -> Settings:

@@ -35,9 +35,24 @@ def register(app: faust.App, ctx: AppContext) -> None:
                 else None
             ),
             "dead_letters": ctx.metrics.dead_letter_counts(),
+            "alerts": _alerts_health(ctx),
         }
         return self.json(body)
 
     @app.page("/metrics", name="metrics")
     async def metrics(self: View, request: Request) -> Response:
         return self.bytes(ctx.metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _alerts_health(ctx: AppContext) -> dict[str, object] | None:
+    """What the alert service is doing on this worker (None when alerting is off)."""
+    alerts = ctx.alerts
+    if alerts is None:
+        return None
+    webhooks = alerts.webhooks
+    return {
+        "watchers": [watcher.name for watcher in alerts.watchers],
+        "firing": [f"{rule} {segment}" for rule, segment in alerts.firing],
+        "last_evaluation_at": alerts.last_tick_at.isoformat() if alerts.last_tick_at else None,
+        "webhook_queue": webhooks.pending() if webhooks is not None else 0,
+    }

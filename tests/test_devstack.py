@@ -50,7 +50,7 @@ def _alive(pid: int) -> bool:
 
 
 def _start_dev(
-    tmp_path: Path, broker_port: int, redis_port: int, web_port: int
+    tmp_path: Path, broker_port: int, redis_port: int, web_port: int, *extra: str
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
     env.update(
@@ -64,7 +64,7 @@ def _start_dev(
     )
     log = (tmp_path / "dev.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "stream_app", "dev", "--log-dir", str(tmp_path / "logs")],
+        [sys.executable, "-m", "stream_app", "dev", "--log-dir", str(tmp_path / "logs"), *extra],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

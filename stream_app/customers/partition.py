@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 
 from schemas import DeadLetter, Event, EventType, Rejection, RejectReason, parse_event
+from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
 from stream_app.customers.timeline import CustomerRecord, Facts, StoredEvent, stored, to_us
-from stream_app.kpis.windows import WIDTH, DiffArray, Spec, fact_ranges
+from stream_app.kpis.windows import WIDTH, DiffArray, fact_grain_us, fact_ranges
 from stream_app.settings import Settings, duration_ms, format_duration
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ class PartitionState:
         self.partition = partition
         self.settings = settings
         self.clock = clock
-        self.specs = [Spec.from_window(window) for window in settings.windows]
+        # The configured windows, plus the churn detector's hourly buckets if it needs its own.
+        self.specs = computed_specs(settings)
+        self._grain_us = fact_grain_us(self.specs)
         self.attribution_us = duration_ms(settings.attribution_window) * 1000
         self.lateness_us = duration_ms(settings.max_lateness) * 1000
         self.retention_us = max(self.lateness_us, duration_ms(settings.dedupe_horizon) * 1000)
@@ -102,6 +105,9 @@ class PartitionState:
         self._sweep: Iterator[str] = iter(())
         # Parsed events waiting for the other topics: (t_us, arrival seq, event, message).
         self._buffer: list[tuple[int, int, Event, RawMessage]] = []
+        # (customer, event id) of every buffered event: the first copy to arrive counts, even
+        # when a later copy carries an earlier occurred_at and would be applied first.
+        self._buffered_ids: set[tuple[str, str]] = set()
         self._seq = 0
         # Next offset fetched per topic, and the newest event time offered per topic.
         self._fetched: dict[str, int] = {}
@@ -119,6 +125,10 @@ class PartitionState:
         result = IngestResult()
         currency = self.settings.reporting_currency
         for message in messages:
+            # A seek during a rebalance can deliver a fetched range twice: each offset is
+            # offered once, so no dead letter or duplicate count is doubled.
+            if message.offset < self.next_fetch(message.topic):
+                continue
             self._fetched[message.topic] = message.offset + 1
             parsed = parse_event(
                 message.event_type, message.value, message.key, reporting_currency=currency
@@ -135,6 +145,12 @@ class PartitionState:
                 continue
             if head is None or t_us > head:
                 self.heads[message.topic] = t_us
+            ident = (parsed.customer_id, parsed.event_id)
+            known = self.customers.get(parsed.customer_id)
+            if ident in self._buffered_ids or (known is not None and parsed.event_id in known.ids):
+                result.duplicates += 1
+                continue
+            self._buffered_ids.add(ident)
             self._seq += 1
             heapq.heappush(self._buffer, (t_us, self._seq, parsed, message))
         return result
@@ -147,6 +163,7 @@ class PartitionState:
         buffer = self._buffer
         while buffer and (safe_us is None or buffer[0][0] <= safe_us):
             t_us, _seq, parsed, message = heapq.heappop(buffer)
+            self._buffered_ids.discard((parsed.customer_id, parsed.event_id))
             watermark = self.watermark_us
             if watermark is not None and t_us < watermark - self.lateness_us:
                 result.dead_letters.append(self._dead_letter(message, self._too_late(parsed)))
@@ -170,7 +187,7 @@ class PartitionState:
             record = self.customers.get(customer)
             if record is None:
                 record = self.customers[customer] = CustomerRecord.new()
-            record.apply(events, self.attribution_us, facts)
+            record.apply(events, self.attribution_us, facts, self._grain_us)
             self._dirty_customers.add(customer)
         self._apply_facts(facts)
         return result
@@ -180,6 +197,7 @@ class PartitionState:
         offered = self.offer(messages)
         drained = self.drain()
         drained.dead_letters[:0] = offered.dead_letters
+        drained.duplicates += offered.duplicates
         return drained
 
     def next_fetch(self, topic: str) -> int:

@@ -77,8 +77,14 @@ def fold(
     attribution_us: int,
     facts: Facts | None = None,
     sign: int = 1,
+    grain_us: int = 1,
 ) -> State:
-    """Apply ``events`` (sorted) to a copy of ``state``; add their facts times ``sign``."""
+    """Apply ``events`` (sorted) to a copy of ``state``; add their facts times ``sign``.
+
+    Fact times are floored to ``grain_us``, a divisor of every window step: windows read a
+    time only as ``t // step``, which flooring to such a grain leaves unchanged, and facts
+    of one grain merge into one entry, so a busy batch yields few window updates.
+    """
     active, region, campaign, click, prev = state
     click = list(click) if click else None
     prev = {segment: list(times) for segment, times in prev.items()}
@@ -93,32 +99,36 @@ def fold(
 
     for event in events:
         t = event[0]
+        tc = t // grain_us * grain_us
         rank = event[1]
         if rank == PURCHASE:
             amount = event[3]
             by_region = "region:" + region
-            add(("pt", "all", _ORDERS, t), 1)
-            add(("pt", by_region, _ORDERS, t), 1)
-            add(("pt", "all", _REVENUE, t), amount)
-            add(("pt", by_region, _REVENUE, t), amount)
+            add(("pt", "all", _ORDERS, tc), 1)
+            add(("pt", by_region, _ORDERS, tc), 1)
+            add(("pt", "all", _REVENUE, tc), amount)
+            add(("pt", by_region, _REVENUE, tc), amount)
             for segment in ("all", by_region):
                 times = prev.get(segment)
                 q, q2 = (times[0], times[1]) if times else (None, None)
-                add(("dp", segment, t, q), 1)
+                qc = None if q is None else q // grain_us * grain_us
+                add(("dp", segment, tc, qc), 1)
                 if q is not None:
-                    add(("dr", segment, t, q, q2), 1)
+                    q2c = None if q2 is None else q2 // grain_us * grain_us
+                    add(("dr", segment, tc, qc, q2c), 1)
                 prev[segment] = [t, q]
             if click is not None and not click[3] and t - click[0] <= attribution_us:
                 click[3] = True
-                click_t, click_campaign, click_region = click[0], click[1], click[2]
+                click_t = click[0] // grain_us * grain_us
+                click_campaign, click_region = click[1], click[2]
                 for segment in ("all", "region:" + click_region, "campaign:" + click_campaign):
                     add(("pt", segment, _CONVERTED, click_t), 1)
                     add(("pt", segment, _ATTRIBUTED, click_t), amount)
         elif rank == CLICK:
             by_campaign = "campaign:" + event[3]
             for segment in ("all", "region:" + region, by_campaign):
-                add(("pt", segment, _CLICKS, t), 1)
-                add(("pt", segment, _SPEND, t), event[4])
+                add(("pt", segment, _CLICKS, tc), 1)
+                add(("pt", segment, _SPEND, tc), event[4])
             click = [t, event[3], region, False]
         elif rank == SURVEY:
             score = event[4]
@@ -129,20 +139,20 @@ def fold(
                 metrics = (_CSAT, _SATISFIED) if score >= 4 else (_CSAT,)
             for segment in ("all", "region:" + region):
                 for metric in metrics:
-                    add(("pt", segment, metric, t), 1)
+                    add(("pt", segment, metric, tc), 1)
         elif rank == SIGNUP:
             if not active:
                 active, region, campaign = True, event[3], event[4]
                 for segment in ("all", "region:" + region):
-                    add(("pt", segment, _NEW, t), 1)
-                    add(("act", segment, t), 1)
+                    add(("pt", segment, _NEW, tc), 1)
+                    add(("act", segment, tc), 1)
                 if campaign is not None:
-                    add(("pt", "campaign:" + campaign, _NEW, t), 1)
+                    add(("pt", "campaign:" + campaign, _NEW, tc), 1)
         elif rank == CANCELLATION and active:
             active = False
             for segment in ("all", "region:" + region):
-                add(("pt", segment, _CHURNED, t), 1)
-                add(("act", segment, t), -1)
+                add(("pt", segment, _CHURNED, tc), 1)
+                add(("act", segment, tc), -1)
     return [active, region, campaign, click, prev]
 
 
@@ -168,7 +178,13 @@ class CustomerRecord:
     def from_json(cls, data: dict[str, Any]) -> CustomerRecord:
         return cls(data["ev"], data["base"], data["end"])
 
-    def apply(self, new_events: list[StoredEvent], attribution_us: int, facts: Facts) -> None:
+    def apply(
+        self,
+        new_events: list[StoredEvent],
+        attribution_us: int,
+        facts: Facts,
+        grain_us: int = 1,
+    ) -> None:
         """Insert not-yet-seen events and add the change of this customer's facts to ``facts``."""
         if not new_events:
             return
@@ -180,9 +196,9 @@ class CustomerRecord:
         else:
             start = fold(self.base, self.events[:pos], attribution_us)
             old_suffix = self.events[pos:]
-            fold(start, old_suffix, attribution_us, facts, -1)
+            fold(start, old_suffix, attribution_us, facts, -1, grain_us)
             suffix = sorted(old_suffix + new_events)
-        self.end = fold(start, suffix, attribution_us, facts, 1)
+        self.end = fold(start, suffix, attribution_us, facts, 1, grain_us)
         self.events[pos:] = suffix
         self.ids.update(event[2] for event in new_events)
 

@@ -11,6 +11,7 @@ holds everything folded out of the retained range, so prefix sums stay exact.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,11 @@ class Spec:
         """``(start, end)`` of the window with end index ``k``."""
         end = k * self.step_us
         return end - self.size_us, end
+
+
+def fact_grain_us(specs: Iterable[Spec]) -> int:
+    """The largest grain that divides every step: the greatest common divisor."""
+    return math.gcd(*(spec.step_us for spec in specs))
 
 
 def fact_ranges(fact: Fact, spec: Spec) -> Iterator[tuple[int, int, int | None]]:

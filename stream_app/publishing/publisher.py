@@ -24,6 +24,7 @@ from stream_app.settings import Settings, duration_ms
 logger = logging.getLogger(__name__)
 
 STREAM_KEY = "kpi-updates"
+_NO_WATERMARK = -(2**62)
 # History snapshots written per tick at most, so a backfill never stalls the event loop.
 HISTORY_BUDGET_PER_TICK = 2_000
 
@@ -54,6 +55,8 @@ class _Published:
     k: int | None = None
     vector: list[int] | None = None
     at: float = float("-inf")
+    # The watermark the hash was last written with: it moves even when no count does.
+    watermark: int | None = None
     # History entries [lo, hi] still to (re)write, newest first.
     history: tuple[int, int] | None = None
 
@@ -89,10 +92,16 @@ class Publisher:
         self._redis_down = False
         self._log = RateLimitedLog(logger)
         self.last_publish_at: datetime | None = None
+        # For /health: the timer is alive, and since when due work has failed to go out.
+        self.last_tick_at: float | None = None
+        self.pending_since: float | None = None
+        # The newest watermark (event time, microseconds) whose latency was observed.
+        self._latency_mark = _NO_WATERMARK
 
     async def tick(self) -> int:
         """Publish every snapshot that is due; returns how many current snapshots went out."""
         now = time.monotonic()
+        self.last_tick_at = now
         if now < self._backoff_until:
             return 0
         updated_at = self.clock()
@@ -116,6 +125,8 @@ class Publisher:
         try:
             sent = await self._write(work, updated_at)
         except (RedisError, OSError) as exc:
+            if self.pending_since is None:
+                self.pending_since = now
             self._redis_down = True
             self._backoff_until = now + self._backoff_s
             self._backoff_s = min(self._backoff_s * 2, 10.0)
@@ -126,6 +137,7 @@ class Publisher:
             )
             return 0
         self._backoff_s = 0.5
+        self.pending_since = None
         if self._redis_down:
             # Redis may have come back empty: write every current snapshot and history again.
             self._redis_down = False
@@ -133,6 +145,19 @@ class Publisher:
             self._published.clear()
         self.last_publish_at = updated_at
         return sent
+
+    def _observe_latency(self, newest_us: int) -> None:
+        """Event-to-publish latency of the newest event this round wrote (docs/api.md).
+
+        Observed only when the watermark moved forward: then the event that moved it is in
+        this round's snapshots for the first time. One observation per round, none per event.
+        """
+        written_at = self.clock().timestamp()
+        self.metrics.last_publish.set(written_at)
+        if newest_us <= self._latency_mark:
+            return
+        self._latency_mark = newest_us
+        self.metrics.event_to_publish.observe(max(0.0, written_at - newest_us / 1_000_000))
 
     def _plan(
         self,
@@ -170,7 +195,8 @@ class Publisher:
             if pending[0] > pending[1]:
                 pending = None
         published.history = pending
-        if pending is None and published.k == k:
+        moved = published.watermark != watermark_us
+        if pending is None and published.k == k and not moved:
             return None
         if now - published.at < self.interval_s:
             return None
@@ -209,10 +235,20 @@ class Publisher:
         at = updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         pipe = self.redis.pipeline(transaction=False)
         outgoing: list[tuple[bytes, bytes]] = []
-        for aggregate, spec, _published, k, vector, history in work:
+        written: list[int] = []
+        for aggregate, spec, published, k, vector, history in work:
             watermark = self.store.watermark(aggregate.partition)
             assert watermark is not None
+            written.append(watermark)
             segment = aggregate.segment
+            if vector is None and published.watermark != watermark:
+                # Counts unchanged, but the hash is the *current* snapshot: its watermark
+                # must follow (the other outputs carry snapshots whose counts changed).
+                pipe.hset(
+                    snapshot_key(spec.name, segment),
+                    mapping={"watermark": orjson.dumps(rfc3339(watermark)),
+                             "updated_at": orjson.dumps(at)},
+                )  # fmt: skip
             if vector is not None:
                 snapshot = self._snapshot(aggregate, spec, k, watermark, at)
                 data = orjson.dumps(snapshot)
@@ -239,13 +275,18 @@ class Publisher:
         started = time.perf_counter()
         await pipe.execute()
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        self._observe_latency(max(written))
         for payload_key, data in outgoing:
             await self.kafka_send(payload_key, data)
         now = time.monotonic()
-        for _aggregate, _spec, published, k, vector, history in work:
+        for (_aggregate, _spec, published, k, vector, history), watermark in zip(
+            work, written, strict=True
+        ):
+            if vector is not None or published.watermark != watermark:
+                published.at = now
             if vector is not None:
                 published.vector = vector
-                published.at = now
+            published.watermark = watermark
             published.k = k
             if history and published.history is not None:
                 lo, _hi = published.history

@@ -33,6 +33,8 @@ EXIT_INCOMPLETE = 1
 EXIT_ERROR = 2
 
 _CSV_OPTIONS = ("event_type", "type_column", "type_map", "map", "set", "event_id_column")
+# CSV options with a default: given on JSONL only when they differ from it.
+_CSV_DEFAULTS = {"delimiter": ",", "encoding": "utf-8-sig"}
 
 _DESCRIPTION = """\
 Produce every record of FILE to its input topic, keyed by customer id, as a producer
@@ -236,7 +238,8 @@ def csv_mapping(args: argparse.Namespace) -> CsvMapping:
                 f"{', '.join(EVENT_TYPES)}"
             )
         type_values[value] = event_type
-    columns = dict(args.map)
+    # Header names are stripped, so a blank around a column name could never match.
+    columns = {name: column.strip() for name, column in args.map}
     if args.event_id_column is not None:
         if "event_id" in columns:
             raise ValueError("give the event id column once: --event-id-column or --map")
@@ -259,9 +262,14 @@ def build_source(args: argparse.Namespace) -> Source:
     file_format: Format = detect_format(args.file, args.format)
     if file_format == "jsonl":
         given = [name for name in _CSV_OPTIONS if getattr(args, name) not in (None, [])]
+        given += [name for name, default in _CSV_DEFAULTS.items() if getattr(args, name) != default]
         if given:
             options = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"{options} only apply to CSV input (see --format)")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(
+                f"{args.file} is read as JSONL, and {options} {verb} only to CSV input "
+                "(name the file .csv or give --format csv)"
+            )
         return open_source(args.file, "jsonl", None)
     return open_source(args.file, "csv", csv_mapping(args))
 
@@ -273,7 +281,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except (ValueError, SourceError) as exc:
         logger.error("replay: %s", exc)
         return EXIT_ERROR
-    show_bar = args.progress or sys.stdout.isatty()
+    # The bar is drawn on stderr: it is wanted when stderr is a terminal.
+    show_bar = args.progress or sys.stderr.isatty()
     if args.dry_run:
         return _dry_run(settings, source, args.max_rows, show_bar)
     return _send(settings, source, args, show_bar)

@@ -106,6 +106,14 @@ class Source:
     def position(self) -> int:
         return self._lines.position if self._lines is not None else 0
 
+    def check_readable(self) -> None:
+        """SourceError now, before anything is sent, if the file cannot be opened."""
+        try:
+            with self.path.open("rb"):
+                pass
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+
     def __iter__(self) -> Iterator[SourceItem]:
         try:
             handle = self.path.open("rb")
@@ -134,7 +142,8 @@ class JsonlSource(Source):
                 continue
             try:
                 record = LogRecord.from_line(line)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
+                # TypeError: a value_b64 that is not a string (a number, an object).
                 yield Unroutable(number, INVALID_LINE, f"not an event log line: {exc}")
                 continue
             key = record.key if record.key is not None else _customer_key(record.value)
@@ -344,7 +353,9 @@ def _cell(cells: list[str], position: int) -> str:
 def open_source(path: Path, file_format: Format, mapping: CsvMapping | None) -> Source:
     """The source for ``path``; a CSV is checked against its mapping here, before any send."""
     if file_format == "jsonl":
-        return JsonlSource(path)
+        source: Source = JsonlSource(path)
+        source.check_readable()
+        return source
     if mapping is None:
         raise SourceError("a CSV needs --event-type or --type-column")
     source = CsvSource(path, mapping)

@@ -199,7 +199,13 @@ async def replay_to_kafka(
     from stream_app.kafka import input_topics
 
     producer = producer_factory(settings)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        # A producer that failed to start still holds its client's connections.
+        with contextlib.suppress(KafkaError, OSError):
+            await producer.stop()
+        raise
     try:
         return await send_records(
             items,

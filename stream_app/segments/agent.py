@@ -52,12 +52,15 @@ def register(app: faust.App, ctx: AppContext, store: SegmentStore) -> TableT[Any
         """After a rebalance, rebuild the in-memory totals from the recovered table."""
         store.aggregates.clear()
         store.watermarks.clear()
+        store.confirmed.clear()
         for key, value in table.items():
             if value is None:
                 continue
             if key.startswith("wm|"):
                 _, partition, source = key.split("|")
                 store.watermarks[(int(partition), int(source))] = int(value)
+                # The recovered entries are all the agent applied up to this watermark.
+                store.confirmed[(int(partition), int(source))] = int(value)
                 continue
             segment = parse_chunk_key(key)[0]
             store.load_chunk(key, value, segment_partition(segment, partitions))

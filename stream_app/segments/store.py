@@ -30,6 +30,8 @@ class SegmentAggregate:
     partition: int
     sources: dict[tuple[str, int], dict[int, list[int]]] = field(default_factory=dict)
     totals: dict[str, DiffArray] = field(default_factory=dict)
+    # The same entries by (spec, source, chunk): a table write reads one chunk, not a scan.
+    chunks: dict[tuple[str, int, int], dict[int, list[int]]] = field(default_factory=dict)
 
     def set_entry(self, spec_name: str, source: int, k: int, vector: list[int] | None) -> bool:
         """Set one absolute entry of a source; True when it changed the totals."""
@@ -38,10 +40,16 @@ class SegmentAggregate:
         new = vector if vector is not None and any(vector) else None
         if old == new:
             return False
+        chunk_key = (spec_name, source, k // CHUNK)
         if new is None:
             del entries[k]
+            chunk = self.chunks[chunk_key]
+            del chunk[k]
+            if not chunk:
+                del self.chunks[chunk_key]
         else:
             entries[k] = list(new)
+            self.chunks.setdefault(chunk_key, {})[k] = entries[k]
         totals = self.totals.get(spec_name)
         if totals is None:
             totals = self.totals[spec_name] = DiffArray()
@@ -57,8 +65,8 @@ class SegmentAggregate:
 
     def chunk(self, spec_name: str, source: int, chunk: int) -> dict[str, list[int]]:
         """The persisted form of one chunk of one source's entries."""
-        entries = self.sources.get((spec_name, source), {})
-        return {str(k): vector for k, vector in sorted(entries.items()) if k // CHUNK == chunk}
+        entries = self.chunks.get((spec_name, source, chunk), {})
+        return {str(k): entries[k] for k in sorted(entries)}
 
 
 @dataclass
@@ -68,6 +76,9 @@ class SegmentStore:
     aggregates: dict[str, SegmentAggregate] = field(default_factory=dict)
     # (segment-stage partition, source partition) -> watermark in microseconds
     watermarks: dict[tuple[int, int], int] = field(default_factory=dict)
+    # The same, but moved only by a source's watermark tick, which it sends after every
+    # update of a checkpoint: up to it, every segment of the partition has that source's counts.
+    confirmed: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def aggregate(self, segment: str, partition: int) -> SegmentAggregate:
         aggregate = self.aggregates.get(segment)
@@ -81,12 +92,13 @@ class SegmentStore:
         """Apply one message from the customer stage; returns changed segments and chunks."""
         source = int(message["src"])
         watermark = message.get("wm")
-        if watermark is not None:
-            key = (partition, source)
-            if watermark > self.watermarks.get(key, -1):
-                self.watermarks[key] = int(watermark)
+        key = (partition, source)
+        if watermark is not None and watermark > self.watermarks.get(key, -1):
+            self.watermarks[key] = int(watermark)
         segment = message.get("seg")
         if segment is None:
+            if watermark is not None and watermark > self.confirmed.get(key, -1):
+                self.confirmed[key] = int(watermark)
             return [], []
         aggregate = self.aggregate(segment, partition)
         touched: set[tuple[str, int, str, int]] = set()
@@ -110,6 +122,10 @@ class SegmentStore:
         values = [wm for (p, _src), wm in self.watermarks.items() if p == partition]
         return max(values) if values else None
 
+    def confirmed_watermarks(self, partition: int) -> dict[int, int]:
+        """Per source partition, the watermark up to which its counts have all arrived."""
+        return {src: wm for (p, src), wm in self.confirmed.items() if p == partition}
+
     def load_chunk(self, key: str, value: dict[str, list[int]], partition: int) -> None:
         segment, source, spec_name, _chunk = parse_chunk_key(key)
         aggregate = self.aggregate(segment, partition)
@@ -122,6 +138,8 @@ class SegmentStore:
             del self.aggregates[segment]
         for key in [key for key in self.watermarks if key[0] in gone]:
             del self.watermarks[key]
+        for key in [key for key in self.confirmed if key[0] in gone]:
+            del self.confirmed[key]
 
     def owned(self, partitions: set[int]) -> Iterator[SegmentAggregate]:
         return (a for a in self.aggregates.values() if a.partition in partitions)

@@ -1,0 +1,373 @@
+"""Threshold alert rules: a TOML (or YAML) file validated with pydantic, errors with line numbers.
+
+One rule watches one KPI on one window for every segment matching a pattern::
+
+    [[rules]]
+    name = "nps-low"
+    kpi = "nps"
+    window = "7d"
+    segment = "region:*"
+    op = "<"
+    value = 20
+    min_volume = 30        # at least 30 nps_responses in the window
+
+The file is read once at start: rule changes need a restart, and a bad file stops the start
+with one line per problem, each naming the file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from stream_app.kpis.formulas import BASE_INDEX, KPIS, KpiValue, SegmentKind
+from stream_app.settings import Duration, Settings
+
+CHURN_RULE = "churn_spike"
+
+Op = Literal["<", "<=", ">", ">="]
+
+KPI_KINDS: dict[str, frozenset[SegmentKind]] = {kpi.name: kpi.applies_to for kpi in KPIS}
+# KPIs that are plain counts: what a minimum-volume guard can count.
+COUNT_KPIS: frozenset[str] = frozenset(name for name in KPI_KINDS if name in BASE_INDEX)
+# The count a rule's ``min_volume`` applies to unless ``volume_kpi`` names another: the
+# denominator of a ratio, the KPI itself for a count.
+DEFAULT_VOLUME: dict[str, str] = {
+    "churn_rate": "active_start",
+    "retention_rate": "active_start",
+    "revenue": "orders",
+    "aov": "orders",
+    "repeat_purchase_rate": "purchasing_customers",
+    "purchase_frequency": "purchasing_customers",
+    "clv": "purchasing_customers",
+    "conversion_rate": "clicks",
+    "spend": "clicks",
+    "cac": "new_customers",
+    "attributed_revenue": "clicks",
+    "roas": "clicks",
+    "nps": "nps_responses",
+    "csat": "csat_responses",
+}
+assert all(name in KPI_KINDS for name in DEFAULT_VOLUME)
+
+_PATTERN_RE = re.compile(r"^(all|\*|region:\S{1,128}|campaign:\S{1,128})$")
+
+
+class RulesError(Exception):
+    """An alert rules file that cannot be used; the message says where and why."""
+
+
+def pattern_kinds(pattern: str) -> frozenset[SegmentKind]:
+    """The segment kinds a segment pattern can match."""
+    if pattern.startswith("campaign:"):
+        return frozenset({"campaign"})
+    if pattern == "*":
+        return frozenset({"segment", "campaign"})
+    return frozenset({"segment"})
+
+
+class ThresholdRule(BaseModel):
+    """Alert when a KPI of a window crosses a value, for each segment matching a pattern."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    kpi: str
+    window: str
+    segment: str = "all"
+    op: Op
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    min_volume: Annotated[int, Field(ge=0)] = 0
+    volume_kpi: str | None = None
+    severity: Literal["warning", "critical"] = "warning"
+    grace: Duration | None = None
+    description: Annotated[str, Field(max_length=500)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == CHURN_RULE:
+            raise ValueError(f"{CHURN_RULE!r} is the built-in churn-spike detector's name")
+        return value
+
+    @field_validator("kpi")
+    @classmethod
+    def _known_kpi(cls, value: str) -> str:
+        if value not in KPI_KINDS:
+            raise ValueError(f"unknown KPI {value!r}{_suggest(value, KPI_KINDS)}")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _known_window(cls, value: str, info: ValidationInfo) -> str:
+        windows: Sequence[str] = (info.context or {}).get("windows", ())
+        if windows and value not in windows:
+            raise ValueError(
+                f"unknown window {value!r}; configured windows (KPI_WINDOWS): {', '.join(windows)}"
+            )
+        return value
+
+    @field_validator("segment")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        if not _PATTERN_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a segment pattern: use all, region:<glob>, campaign:<glob> "
+                "or * (globs as in region:* or campaign:spring-*)"
+            )
+        return value
+
+    @field_validator("volume_kpi")
+    @classmethod
+    def _count_kpi(cls, value: str | None) -> str | None:
+        if value is not None and value not in COUNT_KPIS:
+            names = ", ".join(sorted(COUNT_KPIS))
+            raise ValueError(f"{value!r} is not a count KPI; one of: {names}")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace_range(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(0) <= value <= timedelta(days=31):
+            raise ValueError("must be between 0 and 31d")
+        return value
+
+    @model_validator(mode="after")
+    def _kpi_fits_segments(self) -> ThresholdRule:
+        kinds = KPI_KINDS.get(self.kpi, frozenset())
+        if kinds and not kinds & pattern_kinds(self.segment):
+            raise ValueError(
+                f"KPI {self.kpi!r} is not published for segments like {self.segment!r} "
+                "(campaign segments carry the campaign KPIs only)"
+            )
+        volume = self.volume_kpi
+        if volume is not None and not KPI_KINDS[volume] & pattern_kinds(self.segment):
+            raise ValueError(f"volume_kpi {volume!r} is not published for {self.segment!r}")
+        return self
+
+    @property
+    def volume_metric(self) -> str | None:
+        """The base count ``min_volume`` applies to (None: the KPI is money, not a count)."""
+        if self.volume_kpi is not None:
+            return self.volume_kpi
+        if self.kpi in COUNT_KPIS:
+            return self.kpi
+        return DEFAULT_VOLUME.get(self.kpi)
+
+    def matches(self, segment: str, kind: SegmentKind) -> bool:
+        return kind in KPI_KINDS[self.kpi] and fnmatchcase(segment, self.segment)
+
+    def breached(self, observed: KpiValue) -> bool | None:
+        """Whether ``observed`` crosses the threshold; None when there is no value."""
+        if observed is None:
+            return None
+        left = Decimal(observed) if isinstance(observed, str) else Decimal(str(observed))
+        right = Decimal(str(self.value))
+        if self.op == "<":
+            return left < right
+        if self.op == "<=":
+            return left <= right
+        if self.op == ">":
+            return left > right
+        return left >= right
+
+
+class RulesFile(BaseModel):
+    """The whole file: a list of rules (``[[rules]]`` tables in TOML)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: tuple[ThresholdRule, ...] = ()
+
+
+def _suggest(value: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# -- locating errors ---------------------------------------------------------------------------
+
+_TOML_HEADER = re.compile(r"^\s*\[\[\s*rules\s*\]\]\s*(#.*)?$")
+
+
+class _Lines:
+    """Where each rule (and each key of it) starts in the file, 1-based."""
+
+    def __init__(self, rules: list[int], keys: list[dict[str, int]], top: dict[str, int]) -> None:
+        self.rules = rules
+        self.keys = keys
+        self.top = top
+
+    def of(self, loc: tuple[int | str, ...]) -> int | None:
+        if not loc:
+            return None
+        if loc[0] != "rules" or len(loc) < 2 or not isinstance(loc[1], int):
+            return self.top.get(str(loc[0]))
+        index = loc[1]
+        if index >= len(self.rules):
+            return self.top.get("rules")
+        if len(loc) >= 3:
+            line = self.keys[index].get(str(loc[2]))
+            if line is not None:
+                return line
+        return self.rules[index]
+
+
+def _toml_lines(text: str) -> _Lines:
+    rules: list[int] = []
+    keys: list[dict[str, int]] = []
+    top: dict[str, int] = {}
+    key_re = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _TOML_HEADER.match(line):
+            rules.append(number)
+            keys.append({})
+            continue
+        match = key_re.match(line)
+        if match:
+            target = keys[-1] if keys else top
+            target.setdefault(match.group(1), number)
+        elif line.strip().startswith("[") and not keys:
+            top.setdefault(line.strip().strip("[]").strip(), number)
+    return _Lines(rules, keys, top)
+
+
+def _yaml_lines(node: Any) -> _Lines:
+    import yaml
+
+    rules: list[int] = []
+    keys: list[dict[str, int]] = []
+    top: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            top[str(key.value)] = key.start_mark.line + 1
+            if key.value == "rules" and isinstance(value, yaml.SequenceNode):
+                for item in value.value:
+                    rules.append(item.start_mark.line + 1)
+                    fields: dict[str, int] = {}
+                    if isinstance(item, yaml.MappingNode):
+                        for field_key, _ in item.value:
+                            fields[str(field_key.value)] = field_key.start_mark.line + 1
+                    keys.append(fields)
+    return _Lines(rules, keys, top)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def parse_rules(
+    text: str, *, fmt: Literal["toml", "yaml"], source: str, windows: Sequence[str] = ()
+) -> tuple[ThresholdRule, ...]:
+    """Parse and validate the text of a rules file; ``RulesError`` says what is wrong where."""
+    data: Any
+    if fmt == "toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise RulesError(f"{source}: not valid TOML: {exc}") from None
+        lines = _toml_lines(text)
+    else:
+        try:
+            import yaml
+        except ImportError:  # pragma: no cover - PyYAML ships with the project
+            raise RulesError(f"{source}: YAML rules need PyYAML; use TOML instead") from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise RulesError(f"{source}{where}: not valid YAML: {problem}") from None
+        lines = _yaml_lines(node)
+        if data is None:
+            data = {}
+    if not isinstance(data, Mapping):
+        raise RulesError(f"{source}: the file must be a table with a 'rules' list")
+    try:
+        parsed = RulesFile.model_validate(data, context={"windows": list(windows)})
+    except ValidationError as exc:
+        raise RulesError(_describe(exc, data, lines, source)) from None
+    first: dict[str, int] = {}
+    for index, rule in enumerate(parsed.rules):
+        if rule.name in first:
+            line = lines.of(("rules", index, "name"))
+            where = f"{source}:{line}" if line is not None else source
+            raise RulesError(
+                f"invalid alert rules:\n  {where}: rule #{index + 1} {rule.name!r}: name: "
+                f"already used by rule #{first[rule.name] + 1}; names must be unique"
+            )
+        first[rule.name] = index
+    return parsed.rules
+
+
+def load_rules(path: Path, windows: Sequence[str] = ()) -> tuple[ThresholdRule, ...]:
+    """Read a ``.toml``, ``.yaml`` or ``.yml`` rules file."""
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        fmt: Literal["toml", "yaml"] = "toml"
+    elif suffix in (".yaml", ".yml"):
+        fmt = "yaml"
+    else:
+        raise RulesError(f"{path}: rules files end in .toml, .yaml or .yml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read the rules file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise RulesError(f"{path}: not UTF-8 text") from None
+    return parse_rules(text, fmt=fmt, source=str(path), windows=windows)
+
+
+def _describe(exc: ValidationError, data: Mapping[str, Any], lines: _Lines, source: str) -> str:
+    raw_rules = data.get("rules")
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        line = lines.of(loc)
+        where = f"{source}:{line}" if line is not None else source
+        subject = ""
+        field = ".".join(str(part) for part in loc)
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            index = loc[1]
+            name = None
+            if isinstance(raw_rules, list) and index < len(raw_rules):
+                item = raw_rules[index]
+                if isinstance(item, Mapping):
+                    name = item.get("name")
+            subject = f"rule #{index + 1}" + (f" {name!r}" if isinstance(name, str) else "")
+            field = ".".join(str(part) for part in loc[2:])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and loc:
+            known = list(ThresholdRule.model_fields if subject else RulesFile.model_fields)
+            hint = _suggest(str(loc[-1]), known) or f"; known keys: {', '.join(known)}"
+            message = f"unknown key{hint}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        parts = [part for part in (subject, field) if part]
+        problems.append(f"{where}: {': '.join([*parts, message])}")
+    return "invalid alert rules:\n  " + "\n  ".join(problems)
+
+
+def rules_from_settings(settings: Settings) -> tuple[ThresholdRule, ...]:
+    """The rules of ``KPI_ALERT_RULES_FILE`` (none when unset), checked against the windows."""
+    if settings.alert_rules_file is None:
+        return ()
+    return load_rules(settings.alert_rules_file, [window.name for window in settings.windows])

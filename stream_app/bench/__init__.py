@@ -1,0 +1,1 @@
+"""``kpi bench``: the processor measured against a plain consumer in one run."""

@@ -1,0 +1,376 @@
+"""The ``kpi bench`` subcommand: throughput, latency and memory of the engine, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from stream_app.bench.runner import (
+    Deployment,
+    EngineResult,
+    as_sends,
+    measure_latency,
+    percentile,
+    plain_consumer,
+    produce,
+    reference_for,
+    run_engine,
+    signups,
+    start_workers,
+    wait_accepted,
+    wait_split,
+)
+from stream_app.devstack import DevStack, DevStackError, free_port
+from stream_app.kafka import input_topics
+from stream_app.settings import Settings
+from stream_app.verify.compare import verify_redis
+from stream_app.verify.reference import Reference
+
+logger = logging.getLogger("kpi.bench")
+
+_DESCRIPTION = """\
+Measure the processor on this machine, in one run, against its own embedded broker and a
+private redis-server (nothing else is touched):
+
+  (a) the limit: a plain aiokafka consumer reading and JSON-decoding the input messages;
+  (b) the full engine end to end, from the first event sent to the moment the snapshots
+      of segment `all` in Redis match an independent batch recount of the same events,
+      with 1 and 2 workers (events/s per worker, and the ratio to (a));
+  (c) event-to-Redis latency p50/p99 at a steady load of half of (b) with one worker:
+      each signup is timed from its send until a pub/sub snapshot counts it;
+  (d) resident memory of one worker after N distinct customers, and again after event
+      time moves past every window (state must stay flat).
+
+Prints the ratios and writes every figure to a JSON file.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to the ``kpi`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure throughput, latency and memory against a plain consumer",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=200_000, help="events for (a) and (b)")
+    parser.add_argument("--seed", type=int, default=1, help="simulator seed (default: 1)")
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=1.0,
+        help="simulated days the events span (default: 1). Per-event work grows with the "
+        "load and per-step work with event time, which live runs at 1 s per s: a short "
+        "span measures the busy-shop case, a long one the catch-up after an outage",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="partitions per input topic (default: 4)"
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker counts to run (b) with, comma-separated (default: 1,2)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=30.0,
+        help="duration of the steady load for (c); 0 skips it (default: 30)",
+    )
+    parser.add_argument(
+        "--memory-customers",
+        type=int,
+        default=1_000_000,
+        help="distinct customers for (d); 0 skips it (default: 1000000)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-result.json"),
+        help="where to write the JSON result (default: bench-result.json)",
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, default=Path("var/bench"), help="child process logs"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run every measurement; exit 0 when all of them completed."""
+    try:
+        worker_counts = [int(part) for part in args.workers.split(",") if part.strip()]
+    except ValueError:
+        logger.error("--workers takes comma-separated whole numbers, e.g. 1,2")
+        return 2
+    if args.events < 1000 or not worker_counts or min(worker_counts) < 1:
+        logger.error("--events must be at least 1000 and --workers at least 1")
+        return 2
+    stack = DevStack(log_dir=args.log_dir)
+    try:
+        result = _bench(stack, args, worker_counts)
+    except DevStackError as exc:
+        logger.error("bench failed: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        logger.warning("interrupted")
+        return 1
+    finally:
+        stack.stop()
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    _print_summary(result)
+    logger.info("wrote %s", args.out)
+    wrong = sum(figures["verify_mismatches"] for figures in result["engine"].values())
+    if wrong:
+        logger.error("%d KPI values differ from the batch recount: the run is not exact", wrong)
+        return 1
+    return 0
+
+
+def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) -> dict[str, Any]:
+    from stream_app.simulate.config import SimulationConfig
+    from stream_app.simulate.model import generate
+
+    bootstrap = stack.start_broker(free_port())
+    redis_url = stack.start_redis(free_port())
+    data_dir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
+
+    def deployment() -> Deployment:
+        return Deployment(bootstrap, redis_url, args.partitions, data_dir)
+
+    logger.info("generating %d simulated events (seed %d)", args.events, args.seed)
+    records = list(
+        generate(
+            SimulationConfig(
+                seed=args.seed,
+                duration=timedelta(days=args.days),
+                customers=max(100, args.events // 20),
+                events_target=args.events,
+            )
+        )
+    )
+    first = deployment()
+    reference = reference_for(records, first.settings())
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "started_at": datetime.now(UTC).isoformat(),
+        "events": len(records),
+        "partitions": args.partitions,
+    }
+
+    engine: dict[int, EngineResult] = {}
+    mismatches: dict[int, int] = {}
+    topics_of_first_run: list[str] = []
+    for count in worker_counts:
+        run_deployment = first if not engine else deployment()
+        logger.info("(b) full engine with %d worker(s)", count)
+        outcome, workers = run_engine(
+            stack, run_deployment, records, reference, count, timeout_s=900, progress=_progress
+        )
+        engine[count] = outcome
+        mismatches[count] = _verify(run_deployment, reference)
+        logger.info(
+            "(b) %d worker(s): %.0f events/s (%.0f per worker), producer took %.1fs",
+            count,
+            outcome.events_per_s,
+            outcome.events_per_s_per_worker,
+            outcome.produce_seconds,
+        )
+        for worker in workers:
+            worker.process.popen.terminate()
+        for worker in workers:
+            worker.process.popen.wait(30)
+        if not topics_of_first_run:
+            topics_of_first_run = list(input_topics(run_deployment.settings()).values())
+
+    logger.info("(a) plain aiokafka consumer of the same %d messages", len(records))
+    plain_s = asyncio.run(
+        plain_consumer(bootstrap, topics_of_first_run, args.partitions, len(records))
+    )
+    plain_rate = len(records) / plain_s
+    result["plain_consumer"] = {"seconds": plain_s, "events_per_s": plain_rate}
+    result["engine"] = {
+        str(count): {
+            "seconds": outcome.seconds,
+            "events_per_s": outcome.events_per_s,
+            "events_per_s_per_worker": outcome.events_per_s_per_worker,
+            "producer_seconds": outcome.produce_seconds,
+            "ratio_to_plain_per_worker": outcome.events_per_s_per_worker / plain_rate,
+            "verify_mismatches": mismatches[count],
+        }
+        for count, outcome in engine.items()
+    }
+    if 1 in engine and 2 in engine:
+        result["scaling_2_vs_1"] = engine[2].events_per_s / engine[1].events_per_s
+
+    if args.latency_seconds > 0:
+        rate = max(10.0, engine[min(engine)].events_per_s_per_worker / 2)
+        result["latency"] = _latency(stack, deployment(), rate, args.latency_seconds)
+    if args.memory_customers > 0:
+        result["memory"] = _memory(stack, deployment(), args.memory_customers)
+    result["finished_at"] = datetime.now(UTC).isoformat()
+    return result
+
+
+def _verify(deployment: Deployment, reference: Reference) -> int:
+    """Every window and segment in Redis against the batch recount, as ``kpi verify`` does."""
+    client = redis.Redis.from_url(deployment.redis_url)
+    # Segments other than `all` may still be a publish interval behind: poll a little.
+    deadline = time.monotonic() + 30
+    try:
+        report = verify_redis(client, reference, deployment.settings(), history=50)
+        while report.mismatches and time.monotonic() < deadline:
+            time.sleep(1.0)
+            report = verify_redis(client, reference, deployment.settings(), history=50)
+    finally:
+        client.close()
+    for mismatch in report.mismatches[:10]:
+        logger.error(
+            "mismatch %s %s %s %s %s: expected %r, got %r",
+            mismatch.where,
+            mismatch.window,
+            mismatch.segment,
+            mismatch.window_end,
+            mismatch.field,
+            mismatch.expected,
+            mismatch.actual,
+        )
+    logger.info(
+        "verify: %d snapshots and %d history entries checked, %d mismatches",
+        report.snapshots_checked,
+        report.history_checked,
+        len(report.mismatches),
+    )
+    return len(report.mismatches)
+
+
+def _latency(
+    stack: DevStack, deployment: Deployment, rate: float, seconds: float
+) -> dict[str, float]:
+    logger.info("(c) latency at %.0f events/s for %.0fs (one worker)", rate, seconds)
+    from stream_app.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(deployment.settings()))
+    redis.Redis.from_url(deployment.redis_url).flushdb()
+    workers = start_workers(stack, deployment, 1)
+    wait_split(workers, deployment.partitions)
+    latencies = asyncio.run(measure_latency(deployment, rate, seconds))
+    workers[0].process.popen.terminate()
+    workers[0].process.popen.wait(30)
+    figures = {
+        "offered_events_per_s": rate,
+        "events": float(len(latencies)),
+        "p50_s": percentile(latencies, 0.50),
+        "p99_s": percentile(latencies, 0.99),
+        "max_s": max(latencies),
+    }
+    logger.info("(c) p50 %.3fs, p99 %.3fs", figures["p50_s"], figures["p99_s"])
+    return figures
+
+
+def _memory(stack: DevStack, deployment: Deployment, customers: int) -> dict[str, float]:
+    logger.info("(d) memory with %d distinct customers (one worker)", customers)
+    from stream_app.kafka import ensure_topics
+
+    settings = deployment.settings()
+    asyncio.run(ensure_topics(settings))
+    redis.Redis.from_url(deployment.redis_url).flushdb()
+    workers = start_workers(stack, deployment, 1)
+    wait_split(workers, deployment.partitions)
+    idle_rss = workers[0].rss_bytes()
+    start = datetime.now(UTC) - timedelta(days=60)
+    asyncio.run(
+        produce(deployment.bootstrap, signups(settings, customers, start), _progress, customers)
+    )
+    wait_accepted(workers, customers, timeout_s=1800)
+    time.sleep(3)
+    loaded_rss = workers[0].rss_bytes()
+    # Event time jumps past the largest window, the lateness and the history: windows expire.
+    later = start + timedelta(seconds=customers) + timedelta(days=120)
+    asyncio.run(produce(deployment.bootstrap, signups(settings, 200, later, prefix="late")))
+    wait_accepted(workers, customers + 200, timeout_s=300)
+    time.sleep(5)
+    expired_rss = workers[0].rss_bytes()
+    workers[0].process.popen.terminate()
+    workers[0].process.popen.wait(60)
+    figures = {
+        "customers": float(customers),
+        "idle_rss_mb": idle_rss / 2**20,
+        "rss_mb_after_customers": loaded_rss / 2**20,
+        "rss_mb_after_windows_expire": expired_rss / 2**20,
+        "bytes_per_customer": (loaded_rss - idle_rss) / customers,
+    }
+    logger.info(
+        "(d) RSS idle %.0f MB, %.0f MB after %d customers, %.0f MB after windows expire",
+        figures["idle_rss_mb"],
+        figures["rss_mb_after_customers"],
+        customers,
+        figures["rss_mb_after_windows_expire"],
+    )
+    return figures
+
+
+_last_progress = [0.0]
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    now = time.monotonic()
+    if now - _last_progress[0] >= 5 or done >= total:
+        _last_progress[0] = now
+        logger.info("%s: %d of %d", stage, done, total)
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"kpi bench: {result['events']:,} events, {result['partitions']} partitions"
+    )
+    table.add_column("measurement")
+    table.add_column("figure", justify="right")
+    table.add_column("ratio", justify="right")
+    plain = result["plain_consumer"]["events_per_s"]
+    table.add_row("(a) plain aiokafka consumer + JSON decode", f"{plain:,.0f} ev/s", "1.00")
+    for count, figures in result["engine"].items():
+        table.add_row(
+            f"(b) full engine, {count} worker(s), per worker",
+            f"{figures['events_per_s_per_worker']:,.0f} ev/s",
+            f"{figures['ratio_to_plain_per_worker']:.2f}",
+        )
+    if "scaling_2_vs_1" in result:
+        table.add_row("(b) 2 workers / 1 worker", "", f"{result['scaling_2_vs_1']:.2f}")
+    if "latency" in result:
+        latency = result["latency"]
+        table.add_row(
+            f"(c) latency at {latency['offered_events_per_s']:,.0f} ev/s, p50 / p99",
+            f"{latency['p50_s']:.2f} s / {latency['p99_s']:.2f} s",
+            "",
+        )
+    if "memory" in result:
+        memory = result["memory"]
+        table.add_row(
+            f"(d) RSS after {memory['customers']:,.0f} customers / after expiry",
+            f"{memory['rss_mb_after_customers']:,.0f} MB / "
+            f"{memory['rss_mb_after_windows_expire']:,.0f} MB",
+            f"{memory['bytes_per_customer']:,.0f} B/customer",
+        )
+    Console(file=sys.stdout).print(table)
+
+
+__all__ = ["add_parser", "as_sends", "run"]

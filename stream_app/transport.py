@@ -1,0 +1,42 @@
+"""Faust's aiokafka transport with the fetch wait as a setting (Faust hard-codes 1.5 s)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiokafka
+import faust
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TransportT
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> aiokafka.AIOKafkaConsumer:
+        consumer: aiokafka.AIOKafkaConsumer = super()._create_consumer(loop)
+        # Read when the consumer starts its fetcher. A broker that answers a fetch only when
+        # the wait runs out (Tansu does) would otherwise add up to 1.5 s to every update.
+        app = self.transport.app
+        assert isinstance(app, KpiApp)
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(driver.Transport):
+    Consumer = _Consumer
+
+
+class KpiApp(faust.App):
+    """A Faust app whose Kafka consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)

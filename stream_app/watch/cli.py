@@ -1,0 +1,430 @@
+"""The ``kpi watch`` subcommand: a live terminal view of one segment's KPIs, fed by Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+from rich.console import Console
+from rich.measure import Measurement
+
+from stream_app.settings import Settings
+from stream_app.watch.view import ALERT_FEED, WatchState, render
+
+logger = logging.getLogger("kpi.watch")
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+ALERTS_KEY: Final = "kpi-alerts"  # both the stream and the pub/sub channel
+MAX_BACKOFF_S: Final = 10.0
+FIRST_BACKOFF_S: Final = 0.5
+# --once on a pipe: wide enough for the frame's natural width, up to this.
+_MAX_ONCE_WIDTH: Final = 400
+_WINDOW_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_BAD_SEGMENT = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+Connect = Callable[[], "aioredis.Redis"]
+
+_DESCRIPTION = """\
+A live terminal view of the KPIs of one segment: one row per KPI, one column per window,
+an arrow for the change since the previous snapshot of that window, the window bounds and
+watermark, a 'stale' marker when a window has not been published for a while, and the
+latest alerts. It reads the current snapshots (HGETALL kpi:<window>:<segment>) and the
+last alerts (XREVRANGE kpi-alerts), then follows PSUBSCRIBE kpi-updates:*:<segment> and
+the channel kpi-alerts. Redis is KPI_REDIS_URL (with KPI_REDIS_PASSWORD) unless
+--redis-url is given. Ctrl-C quits.
+"""
+
+_EPILOG = """\
+values:
+  ratios such as churn_rate are percentages (3.10%); money is the published decimal
+  string (1204.50); nps and csat are scores from -100/0 to 100; counts are integers;
+  a null KPI (a ratio with nothing to divide by) is shown as —. A field that is not what
+  the contract says is skipped and counted under the table, never fatal.
+
+examples:
+  kpi watch                                   # segment all, every configured window
+  kpi watch --segment region:EU --windows 1h,24h
+  kpi watch --segment campaign:spring-sale --refresh 0.5
+  kpi watch --once > kpis.txt                 # one frame on stdout, for scripts
+
+exit status:
+  0 stopped with Ctrl-C (or SIGTERM), or --once printed its frame;
+  2 bad options, or with --once: Redis could not be read.
+  Without --once an unreachable Redis is retried with backoff (up to 10s) until it answers.
+"""
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
+    return value
+
+
+def _refresh(text: str) -> float:
+    value = _positive_seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"{text}: refresh at most 10 times a second (0.1)")
+    return value
+
+
+def _segment(text: str) -> str:
+    if not text or _BAD_SEGMENT.search(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a segment: all, region:<REGION> or campaign:<campaign_id>"
+        )
+    return text
+
+
+def _windows(text: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for part in text.split(","):
+        name = part.strip()
+        if not _WINDOW_NAME.fullmatch(name):
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a window name (letters, digits, '_' or '-'), e.g. 1h,24h"
+            )
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``watch`` to the ``kpi`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "watch",
+        help="live terminal view of one segment's KPIs and the latest alerts (from Redis)",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--segment",
+        type=_segment,
+        default="all",
+        help="all, region:<REGION> or campaign:<campaign_id> (default: all)",
+    )
+    parser.add_argument(
+        "--windows",
+        type=_windows,
+        default=None,
+        metavar="NAMES",
+        help="comma-separated window names, one column each (default: the windows of "
+        "KPI_WINDOWS, 1h,24h,7d,30d unless configured)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame to stdout and exit (for scripts); exit 2 if Redis cannot be read",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=_refresh,
+        default=1.0,
+        metavar="SECONDS",
+        help="redraw at least this often, for ages and stale markers (default: 1)",
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="mark a window stale when its snapshot is older than this (default: 60)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="read this Redis instead of KPI_REDIS_URL",
+    )
+    parser.set_defaults(func=run)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def snapshot_key(window: str, segment: str) -> str:
+    return f"kpi:{window}:{segment}"
+
+
+def updates_pattern(segment: str) -> str:
+    """``kpi-updates:*:<segment>`` with the segment's glob characters escaped."""
+    return "kpi-updates:*:" + _GLOB_SPECIAL.sub(r"\\\1", segment)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Watcher:
+    """Keeps a ``WatchState`` current from Redis: snapshots and alerts, then live messages.
+
+    ``run`` reconnects with backoff whenever Redis fails and returns once ``stop`` is set.
+    It subscribes before it reads the current state, so nothing published in between is
+    missed (a message that repeats what was read changes nothing).
+    """
+
+    def __init__(
+        self,
+        state: WatchState,
+        connect: Connect,
+        *,
+        poll_s: float = 1.0,
+        first_backoff_s: float = FIRST_BACKOFF_S,
+        max_backoff_s: float = MAX_BACKOFF_S,
+    ) -> None:
+        self.state = state
+        self.connect = connect
+        self.poll_s = poll_s
+        self.first_backoff_s = first_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.attempts = 0
+        self.failures = 0
+        self._down = False
+        # Set while subscribed and loaded: live messages are being applied.
+        self.live = asyncio.Event()
+
+    async def load(self, client: aioredis.Redis) -> bool:
+        """Read the current snapshot of every window and the last alerts."""
+        state = self.state
+        changed = False
+        for window in state.windows:
+            key = snapshot_key(window, state.segment)
+            try:
+                fields = await client.hgetall(key)
+            except ResponseError as exc:  # WRONGTYPE: something else took the name
+                logger.warning("cannot read %s: %s", key, exc)
+                continue
+            changed = state.apply_hash(window, fields) or changed
+        try:
+            entries = await client.xrevrange(ALERTS_KEY, count=ALERT_FEED)
+        except ResponseError as exc:  # e.g. WRONGTYPE: not a stream
+            logger.warning("cannot read the alert stream %s: %s", ALERTS_KEY, exc)
+            return changed
+        alerts = [(fields or {}).get(b"data", b"") for _id, fields in entries or []]
+        return state.apply_alerts(alerts) or changed
+
+    def handle(self, message: dict[str, Any]) -> bool:
+        """Apply one pub/sub message; True if the view changed."""
+        if message.get("type") not in ("message", "pmessage"):
+            return False
+        channel = message.get("channel")
+        data = message.get("data")
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        if not isinstance(channel, str) or not isinstance(data, bytes | str):
+            return False
+        if channel == ALERTS_KEY:
+            return self.state.apply_alert(data)
+        return self.state.apply_message(channel, data)
+
+    async def run(self, stop: asyncio.Event, on_change: Callable[[bool], None]) -> None:
+        """Follow Redis until ``stop`` is set; ``on_change(changed)`` after every wake-up."""
+        backoff = self.first_backoff_s
+        while not stop.is_set():
+            self.attempts += 1
+            try:
+                await self._session(stop, on_change)
+            except (RedisError, OSError) as exc:
+                self.live.clear()
+                self.failures += 1
+                detail = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+                if not self._down:
+                    self._down = True
+                    logger.warning(
+                        "Redis at %s is unreachable (%s); retrying with backoff",
+                        self.state.source,
+                        detail,
+                    )
+                else:
+                    logger.debug("Redis still unreachable: %s", detail)
+                self.state.status = (
+                    f"Redis unreachable ({exc.__class__.__name__}); retrying in {backoff:g}s"
+                )
+                on_change(True)
+                await _sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+            else:
+                backoff = self.first_backoff_s
+        self.live.clear()
+
+    async def _session(self, stop: asyncio.Event, on_change: Callable[[bool], None]) -> None:
+        client = self.connect()
+        pubsub = client.pubsub()
+        try:
+            await pubsub.psubscribe(updates_pattern(self.state.segment))
+            await pubsub.subscribe(ALERTS_KEY)
+            await self.load(client)
+            if self._down:
+                logger.info("Redis at %s answers again", self.state.source)
+                self._down = False
+            self.state.status = None
+            self.live.set()
+            on_change(True)
+            while not stop.is_set():
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self.poll_s
+                )
+                on_change(message is not None and self.handle(message))
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def client_factory(url: str, password: str | None) -> Connect:
+    def connect() -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            url,
+            password=password,
+            socket_connect_timeout=3.0,
+            socket_timeout=10.0,
+            health_check_interval=15,
+        )
+
+    return connect
+
+
+def build_state(settings: Settings, args: argparse.Namespace, source: str) -> WatchState:
+    windows = args.windows or tuple(window.name for window in settings.windows)
+    state = WatchState(
+        segment=args.segment, windows=windows, stale_after_s=args.stale_after, source=source
+    )
+    state.status = "connecting"
+    return state
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``kpi watch``; see the exit status in ``kpi watch --help``."""
+    url = args.redis_url or settings.redis_url
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        logger.error("watch: --redis-url must start with redis://, rediss:// or unix://")
+        return EXIT_ERROR
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    state = build_state(settings, args, redacted(url))
+    connect = client_factory(url, password)
+    if args.once:
+        return _once(state, connect)
+    try:
+        return asyncio.run(_live(state, connect, args.refresh))
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        return EXIT_OK
+
+
+def _once(state: WatchState, connect: Connect) -> int:
+    async def read() -> None:
+        client = connect()
+        try:
+            await Watcher(state, connect).load(client)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    try:
+        asyncio.run(read())
+    except (RedisError, OSError) as exc:
+        logger.error(
+            "watch: cannot read Redis at %s (%s: %s)", state.source, exc.__class__.__name__, exc
+        )
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    state.status = None
+    frame = render(state, utc_now())
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        # Scripts get every value whole: as wide as the frame wants, not 80 columns.
+        wide = console.options.update(max_width=_MAX_ONCE_WIDTH)
+        width = Measurement.get(console, wide, frame).maximum
+        console = Console(file=sys.stdout, width=max(width, console.width))
+    console.print(frame)
+    return EXIT_OK
+
+
+async def _live(state: WatchState, connect: Connect, refresh_s: float) -> int:
+    from rich.live import Live
+
+    stop = asyncio.Event()
+    console = Console()
+    watcher = Watcher(state, connect, poll_s=min(refresh_s, 1.0))
+    with (
+        _signals_set(stop),
+        Live(
+            render(state, utc_now()), console=console, auto_refresh=False, transient=False
+        ) as live,
+        _log_through(console),
+    ):
+        last_draw = 0.0
+
+        def on_change(changed: bool) -> None:
+            nonlocal last_draw
+            now = time.monotonic()
+            if changed or now - last_draw >= refresh_s:
+                live.update(render(state, utc_now()), refresh=True)
+                last_draw = now
+
+        await watcher.run(stop, on_change)
+        live.update(render(state, utc_now()), refresh=True)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (a clean exit) instead of raising mid-draw."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def _log_through(console: Console) -> Iterator[None]:
+    """Log records go through the live console, above the frame, instead of tearing it."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    handler.setLevel(root.level)
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved

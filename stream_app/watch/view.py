@@ -1,0 +1,511 @@
+"""What ``kpi watch`` shows: snapshots and alerts in, one rich renderable out (no I/O).
+
+``WatchState`` holds the latest snapshot of each window of one segment, the one before it
+(for the arrows) and the alert feed; it is fed decoded Redis data and never raises on bad
+input: a field that is not what the contract says is dropped and counted. ``render`` turns
+the state into a frame at a given wall-clock time, so the same state always draws the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal
+
+import orjson
+from pydantic import ValidationError
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from schemas import CAMPAIGN_KPIS, MONEY_KPIS, SEGMENT_KPIS, SNAPSHOT_META, Alert
+
+logger = logging.getLogger(__name__)
+
+ALERT_FEED: Final = 8
+NULL: Final = "—"
+UP: Final = "▲"
+DOWN: Final = "▼"
+SAME: Final = "="
+
+Kind = Literal["count", "money", "percent", "score", "ratio"]
+
+# Fractions shown as percentages; NPS and CSAT are already on a 0-100 scale.
+PERCENT_KPIS: Final = frozenset(
+    {"churn_rate", "retention_rate", "repeat_purchase_rate", "conversion_rate"}
+)
+SCORE_KPIS: Final = frozenset({"nps", "csat"})
+RATIO_KPIS: Final = frozenset({"purchase_frequency", "roas"})
+# KPIs where a rise is bad news: their arrows are coloured the other way round.
+WORSE_WHEN_UP: Final = frozenset({"churned_customers", "churn_rate", "cac", "detractors"})
+# The first KPI of each group of rows in the table.
+_GROUP_STARTS: Final = frozenset({"orders", "clicks", "nps_responses"})
+_TIME_FIELDS: Final = frozenset({"window_start", "window_end", "watermark", "updated_at"})
+_DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_DEDUPE_MEMORY: Final = 1000
+_KNOWN_FIELDS: Final = frozenset(SNAPSHOT_META) | frozenset(SEGMENT_KPIS) | frozenset(CAMPAIGN_KPIS)
+
+
+def kpi_kind(name: str) -> Kind:
+    """How a KPI is shown: money strings, percentages, 0-100 scores, plain ratios or counts."""
+    if name in MONEY_KPIS:
+        return "money"
+    if name in PERCENT_KPIS:
+        return "percent"
+    if name in SCORE_KPIS:
+        return "score"
+    if name in RATIO_KPIS:
+        return "ratio"
+    return "count"
+
+
+def kpis_of(segment: str) -> tuple[str, ...]:
+    """The KPIs the contract publishes for ``segment``."""
+    return CAMPAIGN_KPIS if segment.startswith("campaign:") else SEGMENT_KPIS
+
+
+def clean_value(name: str, value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` if ``value`` is what the contract publishes for ``name``, else False."""
+    if name in SNAPSHOT_META:
+        if not isinstance(value, str):
+            return False, None
+        if name in _TIME_FIELDS:
+            moment = parse_time(value)
+            return (moment is not None), moment
+        return True, value
+    if value is None:
+        return True, None
+    kind = kpi_kind(name)
+    if kind == "count":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return ok, value if ok else None
+    if kind == "money":
+        ok = isinstance(value, str) and _DECIMAL.fullmatch(value) is not None
+        return ok, value if ok else None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return ok, float(value) if ok else None
+
+
+def parse_time(text: str) -> datetime | None:
+    """An RFC 3339 timestamp with an offset, in UTC; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
+def clean_snapshot(
+    raw: Mapping[str, Any], *, as_published: bool = False
+) -> tuple[dict[str, Any], int]:
+    """The known fields of a decoded snapshot that pass ``clean_value``, and how many failed.
+
+    Fields the view does not know (a newer processor's KPIs) are ignored, not counted. With
+    ``as_published`` the values that pass are kept as they were published (timestamps stay
+    RFC 3339 strings), for the HTTP API; otherwise cleaned (timestamps as ``datetime``).
+    """
+    known = _KNOWN_FIELDS
+    snapshot: dict[str, Any] = {}
+    bad = 0
+    for name, value in raw.items():
+        if name not in known:
+            continue
+        ok, cleaned = clean_value(name, value)
+        if ok:
+            snapshot[name] = value if as_published else cleaned
+        else:
+            bad += 1
+    return snapshot, bad
+
+
+def decode_hash(
+    fields: Mapping[bytes | str, bytes | str], *, as_published: bool = False
+) -> tuple[dict[str, Any], int]:
+    """A ``HGETALL kpi:<window>:<segment>`` reply (values JSON-encoded) as a clean snapshot."""
+    raw: dict[str, Any] = {}
+    bad = 0
+    for name, encoded in fields.items():
+        try:
+            key = name.decode() if isinstance(name, bytes) else name
+            raw[key] = orjson.loads(encoded)
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            bad += 1
+    snapshot, invalid = clean_snapshot(raw, as_published=as_published)
+    return snapshot, bad + invalid
+
+
+def decode_snapshot(
+    data: bytes | str, *, as_published: bool = False
+) -> tuple[dict[str, Any], int] | None:
+    """A snapshot published as one JSON object; None if it is not a JSON object at all."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    return clean_snapshot(raw, as_published=as_published)
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One alert as the feed shows it (from ``schemas.Alert``, or a lenient reading)."""
+
+    alert_id: str
+    status: str
+    severity: str
+    segment: str
+    kpi: str
+    window: str | None
+    summary: str
+    fired_at: datetime | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.alert_id, self.status)
+
+
+def parse_alert(data: bytes | str) -> AlertRow | None:
+    """An alert from its JSON; None if it is not an alert.
+
+    Strict ``schemas.Alert`` first; a JSON object with a text ``summary`` is still shown (a
+    newer producer may add fields), with what it has.
+    """
+    try:
+        alert = Alert.model_validate_json(data)
+    except ValidationError:
+        pass
+    else:
+        return AlertRow(
+            alert.alert_id,
+            alert.status,
+            alert.severity,
+            alert.segment,
+            alert.kpi,
+            alert.window,
+            alert.summary,
+            alert.fired_at,
+        )
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("summary"), str):
+        return None
+
+    def text(name: str) -> str:
+        value = raw.get(name)
+        return value if isinstance(value, str) else "?"
+
+    window = raw.get("window")
+    fired = raw.get("fired_at")
+    return AlertRow(
+        text("alert_id"),
+        text("status"),
+        text("severity"),
+        text("segment"),
+        text("kpi"),
+        window if isinstance(window, str) else None,
+        raw["summary"],
+        parse_time(fired) if isinstance(fired, str) else None,
+    )
+
+
+@dataclass
+class WindowView:
+    """The latest snapshot of one window, the one before it, and what was dropped."""
+
+    name: str
+    current: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+    malformed: int = 0
+
+    def update(self, snapshot: dict[str, Any], malformed: int) -> bool:
+        """Take a new snapshot; False if it is the one already shown or an older one."""
+        if self.current is not None:
+            new_at = snapshot.get("updated_at")
+            old_at = self.current.get("updated_at")
+            if snapshot == self.current:
+                return False
+            if new_at is not None and old_at is not None and new_at < old_at:
+                return False
+        self.previous = self.current
+        self.current = snapshot
+        self.malformed = malformed
+        return True
+
+
+@dataclass
+class WatchState:
+    """Everything ``kpi watch`` shows for one segment."""
+
+    segment: str
+    windows: tuple[str, ...]
+    stale_after_s: float = 60.0
+    views: dict[str, WindowView] = field(default_factory=dict)
+    alerts: deque[AlertRow] = field(default_factory=lambda: deque(maxlen=ALERT_FEED))
+    malformed_messages: int = 0
+    malformed_alerts: int = 0
+    # A problem to show instead of "live", e.g. Redis unreachable; None when all is well.
+    status: str | None = None
+    source: str = ""
+    _alert_keys: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        for window in self.windows:
+            self.views.setdefault(window, WindowView(window))
+
+    def apply_hash(self, window: str, fields: Mapping[bytes | str, bytes | str]) -> bool:
+        """The reply of ``HGETALL kpi:<window>:<segment>``; an empty one changes nothing."""
+        if window not in self.views or not fields:
+            return False
+        snapshot, bad = decode_hash(fields)
+        if bad:
+            logger.warning(
+                "kpi:%s:%s has %d malformed field(s); they are skipped", window, self.segment, bad
+            )
+        if not snapshot:
+            return False
+        return self.views[window].update(snapshot, bad)
+
+    def apply_message(self, channel: str, data: bytes | str) -> bool:
+        """A message of ``kpi-updates:<window>:<segment>``; other channels are ignored."""
+        prefix, _, rest = channel.partition(":")
+        window, _, segment = rest.partition(":")
+        if prefix != "kpi-updates" or segment != self.segment or window not in self.views:
+            return False
+        decoded = decode_snapshot(data)
+        if decoded is None:
+            self.malformed_messages += 1
+            logger.warning("skipped a message on %s that is not a JSON object", channel)
+            return False
+        snapshot, bad = decoded
+        if bad:
+            logger.warning("a snapshot on %s has %d malformed field(s); skipped", channel, bad)
+        if not snapshot:
+            self.malformed_messages += 1
+            return False
+        return self.views[window].update(snapshot, bad)
+
+    def apply_alert(self, data: bytes | str) -> bool:
+        """One alert (live, or from the stream oldest first); each (id, status) shows once."""
+        row = parse_alert(data)
+        if row is None:
+            self.malformed_alerts += 1
+            logger.warning("skipped a kpi-alerts entry that is not an alert")
+            return False
+        if row.key in self._alert_keys:
+            return False
+        self._alert_keys[row.key] = None
+        while len(self._alert_keys) > _DEDUPE_MEMORY:
+            self._alert_keys.popitem(last=False)
+        self.alerts.appendleft(row)
+        return True
+
+    def apply_alerts(self, newest_first: Iterable[bytes | str]) -> bool:
+        """Entries of ``XREVRANGE kpi-alerts`` (newest first)."""
+        changed = False
+        for data in reversed(list(newest_first)):
+            changed = self.apply_alert(data) or changed
+        return changed
+
+
+# -------------------------------------------------------------------------- formatting
+
+
+def format_value(name: str, value: Any) -> str:
+    """A clean KPI value as shown: ``3.10%``, ``1204.50``, ``42.9``, ``1.53``, ``17``, ``—``."""
+    if value is None:
+        return NULL
+    kind = kpi_kind(name)
+    if kind == "money":
+        return str(value)
+    if kind == "percent":
+        return f"{value * 100:.2f}%"
+    if kind == "score":
+        return f"{value:.1f}"
+    if kind == "ratio":
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _number(name: str, value: Any) -> Decimal | float | None:
+    if value is None:
+        return None
+    if kpi_kind(name) == "money":
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return None
+    return value if isinstance(value, int | float) else None
+
+
+def arrow(name: str, previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str:
+    """▲, ▼ or = for the change of ``name`` since the previous snapshot; '' if unknown."""
+    if previous is None or name not in previous or name not in current:
+        return ""
+    old, new = previous[name], current[name]
+    if old is None and new is None:
+        return SAME
+    a, b = _number(name, old), _number(name, new)
+    if a is None or b is None:
+        return ""
+    if b > a:
+        return UP
+    if b < a:
+        return DOWN
+    return SAME
+
+
+def _arrow_style(name: str, mark: str) -> str:
+    if mark == SAME or not mark:
+        return "dim"
+    good = (mark == UP) != (name in WORSE_WHEN_UP)
+    return "green" if good else "red"
+
+
+def format_time(moment: datetime | None, *, seconds: bool = False) -> str:
+    if moment is None:
+        return NULL
+    return moment.strftime("%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
+
+
+def format_age(seconds: float) -> str:
+    """A short age: ``4s``, ``12m``, ``3h``, ``2d``."""
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def is_stale(view: WindowView, now: datetime, stale_after_s: float) -> bool:
+    """No snapshot of this window was published for more than ``stale_after_s``."""
+    if view.current is None:
+        return False
+    updated = view.current.get("updated_at")
+    if not isinstance(updated, datetime):
+        return True
+    return (now - updated).total_seconds() > stale_after_s
+
+
+def _cell(name: str, view: WindowView) -> Text:
+    current = view.current
+    if current is None:
+        return Text("")
+    if name not in current:
+        return Text("")  # not published for this segment, or dropped as malformed
+    value = current[name]
+    mark = arrow(name, view.previous, current)
+    cell = Text(format_value(name, value), style="dim" if value is None else "")
+    cell.append(" ")
+    cell.append(mark or " ", style=_arrow_style(name, mark))
+    return cell
+
+
+def _meta_rows(table: Table, state: WatchState, now: datetime) -> None:
+    views = [state.views[w] for w in state.windows]
+
+    def row(label: str, cell: Any) -> None:
+        table.add_row(Text(label, style="bold"), *(cell(v) for v in views))
+
+    def stamp(name: str) -> Any:
+        def cell(view: WindowView) -> Text:
+            if view.current is None:
+                return Text("")
+            return Text(format_time(view.current.get(name)))
+
+        return cell
+
+    def updated(view: WindowView) -> Text:
+        if view.current is None:
+            return Text("no snapshot", style="dim")
+        moment = view.current.get("updated_at")
+        if not isinstance(moment, datetime):
+            return Text("stale", style="bold yellow")
+        age = format_age((now - moment).total_seconds())
+        # Kept short: four windows and the KPI names fit in 80 columns.
+        if is_stale(view, now, state.stale_after_s):
+            return Text(f"stale {age}", style="bold yellow")
+        return Text(f"{age} ago")
+
+    row("window start", stamp("window_start"))
+    row("window end", stamp("window_end"))
+    row("watermark", stamp("watermark"))
+    row("updated", updated)
+
+
+def render_table(state: WatchState, now: datetime) -> Table:
+    """One row per KPI, one column per window; the window bounds and freshness on top."""
+    table = Table(title_justify="left", show_edge=True, pad_edge=True)
+    table.add_column("KPI (UTC)", no_wrap=True)
+    for window in state.windows:
+        table.add_column(window, justify="right", no_wrap=True)
+    _meta_rows(table, state, now)
+    table.add_section()
+    for name in kpis_of(state.segment):
+        if name in _GROUP_STARTS:
+            table.add_section()
+        table.add_row(name, *(_cell(name, state.views[w]) for w in state.windows))
+    return table
+
+
+def render_alerts(state: WatchState) -> RenderableType:
+    """The last alerts, newest first, or 'no alerts'."""
+    if not state.alerts:
+        return Text("alerts: no alerts", style="dim")
+    table = Table(title="alerts (kpi-alerts, newest first)", title_justify="left", box=None)
+    for name in ("fired", "severity", "status", "segment", "kpi", "window", "summary"):
+        table.add_column(name, no_wrap=name != "summary", overflow="fold")
+    for alert in state.alerts:
+        severity = "bold red" if alert.severity == "critical" else "yellow"
+        table.add_row(
+            format_time(alert.fired_at, seconds=True),
+            Text(alert.severity, style=severity),
+            Text(alert.status, style="green" if alert.status == "resolved" else severity),
+            Text(alert.segment),
+            Text(alert.kpi),
+            Text(alert.window or NULL),
+            Text(alert.summary),
+        )
+    return table
+
+
+def render(state: WatchState, now: datetime) -> RenderableType:
+    """The whole frame: a header line, notes, the alert feed, then the KPI table.
+
+    The alerts come first so that a terminal too short for the whole frame crops the last
+    KPI rows, not the alerts.
+    """
+    header = Text()
+    header.append("crm-kpi", style="bold")
+    header.append(f" · segment {state.segment}")
+    if state.source:
+        header.append(f" · {state.source}", style="dim")
+    header.append(" · ")
+    if state.status is None:
+        header.append("live", style="bold green")
+    else:
+        header.append(state.status, style="bold red")
+    parts: list[RenderableType] = [header]
+    notes = []
+    dropped = sum(view.malformed for view in state.views.values())
+    if dropped:
+        notes.append(f"{dropped} malformed field(s) skipped")
+    if state.malformed_messages:
+        notes.append(f"{state.malformed_messages} malformed snapshot message(s) skipped")
+    if state.malformed_alerts:
+        notes.append(f"{state.malformed_alerts} malformed alert(s) skipped")
+    if notes:
+        parts.append(Text("; ".join(notes), style="yellow"))
+    parts.append(render_alerts(state))
+    parts.append(render_table(state, now))
+    return Group(*parts)

@@ -1,0 +1,78 @@
+"""The current snapshot's watermark follows the segment watermark even when no count moves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from stream_app.customers.partition import PartitionState, RawMessage
+from stream_app.devstack import DevStack, free_port
+from stream_app.metrics import Metrics
+from stream_app.publishing.publisher import STREAM_KEY, Publisher, rfc3339, snapshot_key
+from stream_app.segments.store import SegmentStore
+from stream_app.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 2, 9, 0, 10, tzinfo=UTC)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    stack = DevStack(log_dir=tmp_path / "redis")
+    url = stack.start_redis(free_port())
+    yield url
+    stack.stop()
+
+
+async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> None:
+    settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
+    state = PartitionState(0, settings, lambda: T0)
+    signup = {
+        "event_id": "e1",
+        "customer_id": "c1",
+        "occurred_at": T0.isoformat(),
+        "region": "EU",
+    }
+    state.ingest([RawMessage("signup", "t", 0, 0, b"c1", orjson.dumps(signup))])
+    store = SegmentStore()
+    for update in state.checkpoint().updates:
+        store.apply_update(orjson.loads(update.to_bytes()), 0)
+    sent: list[bytes] = []
+
+    async def kafka_send(key: bytes, value: bytes) -> None:
+        sent.append(key)
+
+    client = aioredis.Redis.from_url(private_redis)
+    publisher = Publisher(settings, store, client, kafka_send, lambda: {0}, Metrics(), lambda: T0)
+    assert await publisher.tick() == 4 * 2  # 4 windows x (all, region:EU)
+    sync = redis.Redis.from_url(private_redis)
+    stream_length = sync.xlen(STREAM_KEY)
+    assert orjson.loads(sync.hget(snapshot_key("24h", "all"), "watermark")) == rfc3339(
+        int(T0.timestamp() * 1_000_000)
+    )
+
+    # Another partition reports a newer watermark in the same 5-minute step: no count moves.
+    later = T0 + timedelta(seconds=90)
+    later_us = int(later.timestamp() * 1_000_000)
+    store.apply_update({"src": 1, "wm": later_us}, 0)
+    await asyncio.sleep(0.15)
+    assert await publisher.tick() == 0  # no snapshot went out again...
+    for window in ("1h", "24h", "7d", "30d"):
+        for segment in ("all", "region:EU"):
+            stamp = sync.hget(snapshot_key(window, segment), "watermark")
+            assert orjson.loads(stamp) == rfc3339(later_us), (window, segment)
+    assert sync.xlen(STREAM_KEY) == stream_length  # ...but every hash is current
+    assert len(sent) == 8
+    # And once written, nothing more until it moves again.
+    await asyncio.sleep(0.15)
+    assert await publisher.tick() == 0
+    sync.close()
+    await client.aclose()
