@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from schemas import EventType
+from stream_app.cliutil import non_negative, positive, with_signals
 from stream_app.replay.dryrun import dry_run, render_report
 from stream_app.replay.records import (
     EVENT_TYPES,
@@ -85,29 +86,6 @@ exit status:
 """
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be positive")
-        return value
-
-    return convert
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
@@ -144,7 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--max-rows",
-        type=_non_negative,
+        type=non_negative,
         default=50,
         metavar="N",
         help="with --dry-run: list at most N rejected rows (default: 50)",
@@ -202,14 +180,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sending = parser.add_argument_group("sending")
     sending.add_argument(
         "--rate",
-        type=_positive(float),
+        type=positive(float),
         default=None,
         metavar="N",
         help="send at most N events per wall-clock second (default: as fast as possible)",
     )
     sending.add_argument(
         "--batch-size",
-        type=_positive(int),
+        type=positive(int),
         default=500,
         metavar="N",
         help="Kafka sends awaited together (default: 500)",
@@ -314,7 +292,7 @@ def _send(settings: Settings, source: Source, args: argparse.Namespace, show_bar
     from aiokafka.errors import KafkaError
 
     from stream_app.kafka import ensure_topics
-    from stream_app.replay.sender import replay_to_kafka, with_signals
+    from stream_app.replay.sender import replay_to_kafka
 
     progress: FileProgress | LogProgress = (
         FileProgress(source.size, "replay") if show_bar else LogProgress(source.size)

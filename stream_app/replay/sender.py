@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -220,19 +219,3 @@ async def replay_to_kafka(
     finally:
         with contextlib.suppress(KafkaError):
             await producer.stop()
-
-
-async def with_signals(run: Callable[[asyncio.Event], Awaitable[ReplayResult]]) -> ReplayResult:
-    """Run ``run(stop)`` with SIGINT and SIGTERM setting ``stop`` instead of killing it."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        return await run(stop)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -8,11 +8,12 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+from stream_app.cliutil import positive, with_signals
 from stream_app.clock import Clock, utc_now
 from stream_app.settings import Settings, format_duration, parse_duration
 from stream_app.simulate.config import DEFAULT_START, MAX_DISORDER, SimulationConfig
@@ -69,19 +70,6 @@ def _ratio(text: str) -> float:
     return value
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be positive")
-        return value
-
-    return convert
-
-
 def _duration(text: str) -> timedelta:
     value = parse_duration(text)
     if not isinstance(value, timedelta):
@@ -128,14 +116,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     model.add_argument(
         "--customers",
-        type=_positive(int),
+        type=positive(int),
         metavar="N",
         default=1000,
         help="initial customers; they sign up during the first 2 days, more arrive later (1000)",
     )
     model.add_argument(
         "--days",
-        type=_positive(float),
+        type=positive(float),
         default=40.0,
         metavar="N",
         help="simulated duration in days, fractions allowed (40)",
@@ -143,13 +131,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     volume = model.add_mutually_exclusive_group()
     volume.add_argument(
         "--events",
-        type=_positive(int),
+        type=positive(int),
         metavar="N",
         help="approximate total number of records, faults included",
     )
     volume.add_argument(
         "--rate-per-day",
-        type=_positive(float),
+        type=positive(float),
         metavar="N",
         help="approximate records per simulated day",
     )
@@ -215,11 +203,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="send to the five input topics (KPI_KAFKA_* settings, KPI_TOPIC_PREFIX)",
     )
     sink.add_argument(
-        "--rate", type=_positive(float), metavar="N", help="at most N records per wall-clock second"
+        "--rate", type=positive(float), metavar="N", help="at most N records per wall-clock second"
     )
     sink.add_argument(
         "--speedup",
-        type=_positive(float),
+        type=positive(float),
         metavar="X",
         help="play X simulated seconds per wall-clock second (3600: an hour per second)",
     )
@@ -239,7 +227,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     sink.add_argument(
         "--batch-size",
-        type=_positive(int),
+        type=positive(int),
         default=500,
         metavar="N",
         help="Kafka sends awaited together (500)",
@@ -366,7 +354,7 @@ def _run_kafka(
     from aiokafka.errors import KafkaError
 
     from stream_app.kafka import ensure_topics
-    from stream_app.simulate.runner import send_to_kafka, with_signals
+    from stream_app.simulate.runner import send_to_kafka
 
     async def main() -> RunResult | None:
         report = await ensure_topics(settings)

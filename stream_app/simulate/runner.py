@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Protocol
@@ -303,19 +302,3 @@ async def _wait_for(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-async def with_signals(run: Callable[[asyncio.Event], Awaitable[RunResult]]) -> RunResult:
-    """Run ``run(stop)`` with SIGINT and SIGTERM setting ``stop`` instead of killing it."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        return await run(stop)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

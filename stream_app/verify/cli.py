@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from stream_app.cliutil import non_negative
 from stream_app.settings import Settings
 from stream_app.verify.compare import (
     ABSENT,
@@ -53,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("events", metavar="EVENTS", type=Path, help="the JSONL event log")
     parser.add_argument(
         "--history",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         metavar="N",
         help="check only the N newest history entries of each key (default: all)",
@@ -65,22 +66,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-rows",
-        type=_non_negative,
+        type=non_negative,
         default=50,
         metavar="N",
         help="print at most N mismatches (default: 50)",
     )
     parser.set_defaults(func=run)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
