@@ -167,3 +167,17 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
         if description.get("error_code", 0) == 0:
             counts[description["topic"]] = len(partitions)
     return counts
+
+
+async def topics_ready(settings: Settings) -> bool:
+    """Create missing topics; False (with the reason logged) when partition counts differ."""
+    report = await ensure_topics(settings)
+    if report.mismatched:
+        names = ", ".join(f"{name} ({count})" for name, count in report.mismatched)
+        logger.error(
+            "input topics must have %d partitions (KPI_TOPIC_PARTITIONS), found %s",
+            settings.topic_partitions,
+            names,
+        )
+        return False
+    return True

@@ -291,7 +291,7 @@ def _dry_run(settings: Settings, source: Source, max_rows: int, show_bar: bool) 
 def _send(settings: Settings, source: Source, args: argparse.Namespace, show_bar: bool) -> int:
     from aiokafka.errors import KafkaError
 
-    from stream_app.kafka import ensure_topics
+    from stream_app.kafka import topics_ready
     from stream_app.replay.sender import replay_to_kafka
 
     progress: FileProgress | LogProgress = (
@@ -299,16 +299,8 @@ def _send(settings: Settings, source: Source, args: argparse.Namespace, show_bar
     )
 
     async def main() -> ReplayResult | None:
-        if not args.no_create_topics:
-            report = await ensure_topics(settings)
-            if report.mismatched:
-                names = ", ".join(f"{name} ({count})" for name, count in report.mismatched)
-                logger.error(
-                    "input topics must have %d partitions (KPI_TOPIC_PARTITIONS), found %s",
-                    settings.topic_partitions,
-                    names,
-                )
-                return None
+        if not args.no_create_topics and not await topics_ready(settings):
+            return None
         return await with_signals(
             lambda stop: replay_to_kafka(
                 source,

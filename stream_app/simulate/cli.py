@@ -353,18 +353,11 @@ def _run_kafka(
 ) -> RunResult | None:
     from aiokafka.errors import KafkaError
 
-    from stream_app.kafka import ensure_topics
+    from stream_app.kafka import topics_ready
     from stream_app.simulate.runner import send_to_kafka
 
     async def main() -> RunResult | None:
-        report = await ensure_topics(settings)
-        if report.mismatched:
-            names = ", ".join(f"{name} ({count})" for name, count in report.mismatched)
-            logger.error(
-                "input topics must have %d partitions (KPI_TOPIC_PARTITIONS), found %s",
-                settings.topic_partitions,
-                names,
-            )
+        if not await topics_ready(settings):
             return None
         return await with_signals(
             lambda stop: send_to_kafka(
