@@ -171,6 +171,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         redis_answers,
         split_host_port,
     )
+    from stream_app.watch.cli import redacted
 
     stack = DevStack(log_dir=Path(args.log_dir))
     stopping: list[int] = []
@@ -195,7 +196,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         redis_url = settings.redis_url
         if redis_answers(redis_url, password):
-            logger.info("using the Redis at %s", redis_url)
+            logger.info("using the Redis at %s", redacted(redis_url))
         else:
             local = local_redis_port(redis_url)
             if local is None:
@@ -215,10 +216,11 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         logger.info(
             "dev stack is up: broker %s, redis %s, %d worker(s); logs in %s; Ctrl-C stops all",
             bootstrap,
-            redis_url,
+            redacted(redis_url),
             args.workers,
             args.log_dir,
         )
+        logger.info("dashboard: http://%s:%d/", _browser_host(settings.web_host), settings.web_port)
         if args.simulate:
             stack.spawn("simulate", [sys.executable, "-m", "stream_app", *DEMO_TRAFFIC], env=env)
             logger.info("simulated traffic: kpi %s", " ".join(DEMO_TRAFFIC))
@@ -236,6 +238,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.info("dev stack stopped")
+
+
+def _browser_host(host: str) -> str:
+    """Where a browser on this machine reaches a server bound to ``host``."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _supervise(stack: DevStack, stopping: list[int], run_for: float | None) -> int:
@@ -330,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
 
     from stream_app.bench.cli import add_parser as add_bench
+    from stream_app.dashboard.server import add_parser as add_dashboard
     from stream_app.replay.cli import add_parser as add_replay
     from stream_app.simulate.cli import add_parser as add_simulate
     from stream_app.verify.cli import add_parser as add_verify
@@ -339,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay(sub)
     add_verify(sub)
     add_watch(sub)
+    add_dashboard(sub)
     add_bench(sub)
     return parser
 

@@ -99,7 +99,7 @@ class Metrics:
             registry=self.registry,
         )
         self._lag = _LagCollector()
-        self.registry.register(self._lag)  # type: ignore[arg-type]
+        self.registry.register(self._lag)
 
         self.alerts = Counter(
             "kpi_alerts_total",

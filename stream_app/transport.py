@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TransportT
+from faust.web.drivers import aiohttp as web_driver
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -31,6 +32,20 @@ class _Transport(driver.Transport):
     Consumer = _Consumer
 
 
+class _Web(web_driver.Web):
+    """Faust's aiohttp server without Faust's own views.
+
+    They are debugging aids (table contents, the topology, monitor statistics and an index
+    at ``/``, where the dashboard page lives), served without authentication: the worker
+    serves only the routes of ``stream_app/web.py``.
+    """
+
+    default_blueprints: ClassVar[Any] = ()
+    production_blueprints: ClassVar[Any] = ()
+    debug_blueprints: ClassVar[Any] = ()
+    optional_blueprints: ClassVar[Any] = ()
+
+
 class KpiApp(faust.App):
     """A Faust app whose Kafka consumer waits at most ``fetch_max_wait_ms`` per fetch."""
 
@@ -40,3 +55,6 @@ class KpiApp(faust.App):
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
+
+    def _new_web(self) -> Any:
+        return _Web(self)

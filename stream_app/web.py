@@ -1,58 +1,43 @@
-"""The worker's read-only HTTP endpoints: ``/health`` and ``/metrics``."""
+"""The worker's HTTP server: the dashboard page, the read-only API, ``/health`` and ``/metrics``.
+
+The routes are the dashboard's (``stream_app/dashboard``), mounted on Faust's aiohttp
+application; Faust's own debugging views are not served (``KpiApp``). ``/health`` adds the
+worker's checks (broker, publisher, consumer lag) to Redis; ``/metrics`` is the worker's
+registry, with ``kpi_consumer_lag`` read from the customer stage at scrape time.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import faust
-from faust.web import Request, Response, View
 
 from stream_app.context import AppContext
-from stream_app.kafka import partials_topic
-from stream_app.metrics import CONTENT_TYPE_LATEST
+from stream_app.dashboard.api import install
+from stream_app.dashboard.health import KafkaProbe, WorkerHealth, consumer_lag
+from stream_app.dashboard.reader import KpiReader
+from stream_app.dashboard.security import exposure_warning
+from stream_app.dashboard.server import build_api, live_hub, redis_client
+
+logger = logging.getLogger(__name__)
 
 
 def register(app: faust.App, ctx: AppContext) -> None:
-    """Add the observability pages to the worker's Faust web server."""
-    partials = partials_topic(ctx.settings)
-
-    @app.page("/health", name="health")
-    async def health(self: View, request: Request) -> Response:
-        consumer = app.consumer if app.consumer is not None else None
-        segment_partitions = sorted(
-            tp.partition
-            for tp in (consumer.assignment() if consumer else ())
-            if tp.topic == partials
-        )
-        engine = ctx.engine
-        publisher = ctx.publisher
-        body = {
-            "status": "ok",
-            "app_id": ctx.settings.app_id,
-            "customer_partitions": sorted(engine.states) if engine is not None else [],
-            "segment_partitions": segment_partitions,
-            "last_publish_at": (
-                publisher.last_publish_at.isoformat()
-                if publisher is not None and publisher.last_publish_at
-                else None
-            ),
-            "dead_letters": ctx.metrics.dead_letter_counts(),
-            "alerts": _alerts_health(ctx),
-        }
-        return self.json(body)
-
-    @app.page("/metrics", name="metrics")
-    async def metrics(self: View, request: Request) -> Response:
-        return self.bytes(ctx.metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-
-def _alerts_health(ctx: AppContext) -> dict[str, object] | None:
-    """What the alert service is doing on this worker (None when alerting is off)."""
-    alerts = ctx.alerts
-    if alerts is None:
-        return None
-    webhooks = alerts.webhooks
-    return {
-        "watchers": [watcher.name for watcher in alerts.watchers],
-        "firing": [f"{rule} {segment}" for rule, segment in alerts.firing],
-        "last_evaluation_at": alerts.last_tick_at.isoformat() if alerts.last_tick_at else None,
-        "webhook_queue": webhooks.pending() if webhooks is not None else 0,
-    }
+    """Mount the dashboard, the API and the observability routes on the worker's web server."""
+    settings = ctx.settings
+    reader = KpiReader(redis_client(settings), [w.name for w in settings.windows])
+    kafka = KafkaProbe(settings)
+    health = WorkerHealth(app, ctx, reader, kafka)
+    ctx.metrics.set_lag_source(lambda: consumer_lag(ctx.engine))
+    api = build_api(
+        settings,
+        reader=reader,
+        hub=live_hub(settings),
+        health=health,
+        registry=ctx.metrics.registry,
+    )
+    api.on_close.append(kafka.close)
+    install(app.web.web_app, api)  # type: ignore[attr-defined]
+    warning = exposure_warning(settings.web_host, api.access)
+    if warning:
+        logger.warning("%s", warning)

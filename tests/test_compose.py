@@ -241,6 +241,7 @@ def test_compose_spec_without_version_and_with_the_four_services(compose: dict[s
         ("kafka", ("/opt/kafka/bin/kafka-broker-api-versions.sh", "--bootstrap-server")),
         ("redis", ("redis-cli", "ping")),
         ("worker", ("urllib", "http://127.0.0.1:6066/health")),
+        ("dashboard", ("urllib", "http://127.0.0.1:8080/health")),
     ],
 )
 def test_healthchecks(services: dict[str, Any], name: str, probe: tuple[str, ...]) -> None:

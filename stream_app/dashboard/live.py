@@ -1,0 +1,226 @@
+"""Live updates for the page: one Redis subscription per process, fanned out to every client.
+
+``LiveHub`` holds one pub/sub connection (``PSUBSCRIBE kpi-updates:*`` and ``SUBSCRIBE
+kpi-alerts``) while at least one client listens, and hands each client the snapshots of its
+segment and every alert through a bounded queue. A client that falls behind gets one ``reset``
+(reload everything over the REST endpoints) instead of an ever-growing queue. When Redis goes
+away every client is told (``status``), the hub reconnects with backoff (0.5 s doubling up to
+10 s), and tells them again when it is back, since messages sent meanwhile are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from stream_app.watch.cli import ALERTS_KEY
+from stream_app.watch.view import decode_snapshot, parse_alert
+
+logger = logging.getLogger(__name__)
+
+UPDATES_PATTERN: Final = "kpi-updates:*"
+QUEUE_SIZE: Final = 256
+FIRST_BACKOFF_S: Final = 0.5
+MAX_BACKOFF_S: Final = 10.0
+# The hub closes its Redis subscription this long after its last client left.
+IDLE_CLOSE_S: Final = 5.0
+
+# (SSE event name, JSON payload); None tells the client's stream to end.
+LiveEvent = tuple[str, bytes]
+Connect = Callable[[], aioredis.Redis]
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One client: the segment it follows and its queue of events."""
+
+    segment: str
+    queue: asyncio.Queue[LiveEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
+    )
+    resets: int = 0
+
+    def offer(self, event: LiveEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Behind by a full queue: drop what it has not read and ask it to reload.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.resets += 1
+            self.queue.put_nowait(("reset", b'{"reason":"client too slow"}'))
+
+    def end(self) -> None:
+        """Make the client's stream end after what it is writing now."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+
+class LiveHub:
+    """Shared subscription to Redis pub/sub; ``subscribe`` and ``unsubscribe`` per client."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        first_backoff_s: float = FIRST_BACKOFF_S,
+        max_backoff_s: float = MAX_BACKOFF_S,
+        idle_close_s: float = IDLE_CLOSE_S,
+        poll_s: float = 1.0,
+    ) -> None:
+        self._connect = connect
+        self.first_backoff_s = first_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.idle_close_s = idle_close_s
+        self.poll_s = poll_s
+        self.subscribers: set[Subscriber] = set()
+        # None until the first connection attempt, then whether the subscription is up.
+        self.redis_up: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.messages = 0
+        # Set while subscribed: a client told "hello" after it misses nothing published later.
+        self.subscribed = asyncio.Event()
+
+    @property
+    def clients(self) -> int:
+        return len(self.subscribers)
+
+    def status(self) -> dict[str, Any]:
+        state = "connecting" if self.redis_up is None else ("up" if self.redis_up else "down")
+        return {"redis": state}
+
+    def subscribe(self, segment: str) -> Subscriber:
+        subscriber = Subscriber(segment)
+        self.subscribers.add(subscriber)
+        if not self._closed and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    async def close(self) -> None:
+        """End every client's stream and the subscription (server shutdown)."""
+        self._closed = True
+        for subscriber in list(self.subscribers):
+            subscriber.end()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the subscription ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = self.first_backoff_s
+        while not self._closed:
+            try:
+                await self._session()
+                backoff = self.first_backoff_s
+                if not self.subscribers:
+                    return  # idle; the next subscribe starts a new task
+            except (RedisError, OSError) as exc:
+                if self.redis_up is not False:
+                    logger.warning(
+                        "live updates: Redis unavailable (%s); retrying with backoff",
+                        exc.__class__.__name__,
+                    )
+                self._set_up(False)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                if not self.subscribers:
+                    return
+
+    async def _session(self) -> None:
+        client = self._connect()
+        pubsub = client.pubsub()
+        try:
+            await pubsub.psubscribe(UPDATES_PATTERN)
+            await pubsub.subscribe(ALERTS_KEY)
+            if self.redis_up is False:
+                logger.info("live updates: Redis answers again")
+            self._set_up(True)
+            idle_since: float | None = None
+            loop = asyncio.get_running_loop()
+            while not self._closed:
+                if not self.subscribers:
+                    idle_since = idle_since or loop.time()
+                    if loop.time() - idle_since >= self.idle_close_s:
+                        return
+                else:
+                    idle_since = None
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self.poll_s
+                )
+                if message is not None:
+                    self.dispatch(message)
+        finally:
+            self.subscribed.clear()
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    async def wait_subscribed(self, timeout_s: float) -> bool:
+        """Wait until the subscription is up (or ``timeout_s``); whether it is."""
+        try:
+            await asyncio.wait_for(self.subscribed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _set_up(self, up: bool) -> None:
+        if up:
+            self.subscribed.set()
+        else:
+            self.subscribed.clear()
+        if self.redis_up is up:
+            return
+        first, self.redis_up = self.redis_up is None, up
+        if first and up:
+            return  # the first connection: clients learn it from "hello"
+        event = ("status", orjson.dumps(self.status()))
+        for subscriber in list(self.subscribers):
+            subscriber.offer(event)
+
+    def dispatch(self, message: dict[str, Any]) -> int:
+        """Hand one pub/sub message to the clients it concerns; returns how many got it."""
+        if message.get("type") not in ("message", "pmessage"):
+            return 0
+        channel = message.get("channel")
+        data = message.get("data")
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        if not isinstance(channel, str) or not isinstance(data, bytes | str):
+            return 0
+        self.messages += 1
+        if channel == ALERTS_KEY:
+            if parse_alert(data) is None:
+                return 0
+            # Re-encoded: one line of JSON whatever the producer sent (SSE frames are lines).
+            event = ("alert", orjson.dumps(orjson.loads(data)))
+            targets = list(self.subscribers)
+        else:
+            prefix, _, rest = channel.partition(":")
+            _window, sep, segment = rest.partition(":")
+            if prefix != "kpi-updates" or not sep:
+                return 0
+            decoded = decode_snapshot(data, as_published=True)
+            if decoded is None or not decoded[0].get("window"):
+                return 0
+            event = ("snapshot", orjson.dumps(decoded[0]))
+            targets = [s for s in self.subscribers if s.segment == segment]
+        for subscriber in targets:
+            subscriber.offer(event)
+        return len(targets)

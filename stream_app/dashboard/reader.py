@@ -1,0 +1,198 @@
+"""Everything the API reads from Redis, and nothing it writes: snapshots, history, segments, alerts.
+
+The layouts are the contract's (section 5) and the publisher's:
+
+- ``kpi:<window>:<segment>``: hash, one JSON-encoded value per snapshot field;
+- ``kpi-history:<window>:<segment>``: sorted set, score = window end (Unix seconds), member =
+  the snapshot as JSON;
+- ``kpi-alerts``: stream, each alert as JSON in field ``data``.
+
+Values are checked with the same code as ``kpi watch`` (``stream_app.watch.view``): a field
+that is not what the contract says is left out, never passed on, and never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from stream_app.publishing.publisher import history_key, snapshot_key
+from stream_app.watch.cli import ALERTS_KEY
+from stream_app.watch.view import decode_hash, decode_snapshot, parse_alert, parse_time
+
+from .params import POINT_META
+
+# At most this many segments are listed (a SCAN of kpi:* beyond it stops).
+MAX_SEGMENTS: Final = 10_000
+SEGMENTS_TTL_S: Final = 5.0
+_SCAN_COUNT: Final = 1000
+
+Snapshot = dict[str, Any]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def segment_order(segment: str) -> tuple[int, str]:
+    """``all`` first, then regions, then campaigns, each alphabetically."""
+    kind = segment.partition(":")[0]
+    return ({"all": 0, "region": 1, "campaign": 2}.get(kind, 3), segment)
+
+
+class KpiReader:
+    """Reads published KPIs and alerts; every method may raise ``RedisError``/``OSError``."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        windows: Sequence[str],
+        *,
+        segments_ttl_s: float = SEGMENTS_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.windows = tuple(windows)
+        self.segments_ttl_s = segments_ttl_s
+        self._clock = clock
+        self._segments: tuple[float, list[str]] | None = None
+        self._segments_lock = asyncio.Lock()
+
+    async def ping(self) -> float:
+        """Round trip of a PING in seconds."""
+        started = time.perf_counter()
+        await self.redis.ping()
+        return time.perf_counter() - started
+
+    async def snapshot(self, window: str, segment: str) -> Snapshot | None:
+        """The current snapshot, or None when there is none (or nothing valid in it)."""
+        try:
+            fields = await self.redis.hgetall(snapshot_key(window, segment))
+        except ResponseError:  # WRONGTYPE: not a snapshot hash
+            return None
+        if not fields:
+            return None
+        snapshot, _bad = decode_hash(fields, as_published=True)
+        return snapshot or None
+
+    async def previous(self, window: str, segment: str, before: str | None) -> Snapshot | None:
+        """The history entry of the step before the window ending at ``before`` (RFC 3339)."""
+        end = _epoch(before)
+        if end is None:
+            return None
+        try:
+            members = await self.redis.zrevrangebyscore(
+                history_key(window, segment), f"({end}", "-inf", start=0, num=1
+            )
+        except ResponseError:
+            return None
+        for member in members:
+            if not isinstance(member, bytes | str):
+                continue
+            decoded = decode_snapshot(member, as_published=True)
+            if decoded is not None and decoded[0]:
+                return decoded[0]
+        return None
+
+    async def snapshots(self, segment: str, windows: Sequence[str]) -> dict[str, Any]:
+        """Per window: the current snapshot and the one of the previous step (or None)."""
+        currents = await asyncio.gather(*(self.snapshot(w, segment) for w in windows))
+        previous = await asyncio.gather(
+            *(
+                self.previous(w, segment, current.get("window_end") if current else None)
+                for w, current in zip(windows, currents, strict=True)
+            )
+        )
+        return {
+            w: {"current": current, "previous": prev}
+            for w, current, prev in zip(windows, currents, previous, strict=True)
+        }
+
+    async def has_data(self, segment: str) -> bool:
+        """Whether any window of the segment has a snapshot hash."""
+        keys = [snapshot_key(w, segment) for w in self.windows]
+        return bool(await self.redis.exists(*keys))
+
+    async def history(
+        self,
+        window: str,
+        segment: str,
+        *,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        fields: Sequence[str] | None,
+    ) -> list[Snapshot]:
+        """The newest ``limit`` steps with window end in ``[since, until]``, oldest first."""
+        low = "-inf" if since is None else repr(since)
+        high = "+inf" if until is None else repr(until)
+        try:
+            members = await self.redis.zrevrangebyscore(
+                history_key(window, segment), high, low, start=0, num=limit
+            )
+        except ResponseError:
+            return []
+        keep = None if fields is None else (*POINT_META, *fields)
+        points: list[Snapshot] = []
+        for member in reversed(members):
+            if not isinstance(member, bytes | str):
+                continue
+            decoded = decode_snapshot(member, as_published=True)
+            if decoded is None or "window_end" not in decoded[0]:
+                continue
+            point = decoded[0]
+            if keep is not None:
+                point = {name: point[name] for name in keep if name in point}
+            points.append(point)
+        return points
+
+    async def segments(self) -> list[str]:
+        """Every segment with a snapshot of a configured window; cached ``segments_ttl_s``."""
+        async with self._segments_lock:
+            cached = self._segments
+            now = self._clock()
+            if cached is not None and now - cached[0] < self.segments_ttl_s:
+                return cached[1]
+            found = await self._scan_segments()
+            self._segments = (self._clock(), found)
+            return found
+
+    async def _scan_segments(self) -> list[str]:
+        windows = set(self.windows)
+        found: set[str] = set()
+        async for key in self.redis.scan_iter(match="kpi:*", count=_SCAN_COUNT, _type="hash"):
+            _prefix, _, rest = _text(key).partition(":")
+            window, sep, segment = rest.partition(":")
+            if sep and window in windows and segment:
+                found.add(segment)
+                if len(found) >= MAX_SEGMENTS:
+                    break
+        return sorted(found, key=segment_order)
+
+    async def alerts(self, limit: int) -> list[dict[str, Any]]:
+        """The latest alerts of the stream, newest first; entries that are no alert skipped."""
+        try:
+            entries = await self.redis.xrevrange(ALERTS_KEY, count=limit)
+        except ResponseError:  # not a stream
+            return []
+        alerts: list[dict[str, Any]] = []
+        for _entry_id, fields in entries or []:
+            data = (fields or {}).get(b"data")
+            if data is None or parse_alert(data) is None:
+                continue
+            alerts.append(orjson.loads(data))
+        return alerts
+
+
+def _epoch(rfc3339: Any) -> int | None:
+    """Unix seconds of a published RFC 3339 time (the history's score), or None."""
+    if not isinstance(rfc3339, str):
+        return None
+    moment = parse_time(rfc3339)
+    return None if moment is None else int(moment.timestamp())
