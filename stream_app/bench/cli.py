@@ -20,7 +20,6 @@ import redis
 from stream_app.bench.runner import (
     Deployment,
     EngineResult,
-    as_sends,
     measure_latency,
     percentile,
     plain_consumer,
@@ -373,4 +372,4 @@ def _print_summary(result: dict[str, Any]) -> None:
     Console(file=sys.stdout).print(table)
 
 
-__all__ = ["add_parser", "as_sends", "run"]
+__all__ = ["add_parser", "run"]
