@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     # Publishing: snapshots at most this often; customer-stage checkpoints this often.
     publish_interval: Duration = timedelta(seconds=1)
     checkpoint_interval: Duration = timedelta(milliseconds=250)
+    # Used instead while more than a full batch of input waits (catching up): each checkpoint
+    # rewrites every customer it touched, so fewer of them is most of a backlog's speed.
+    checkpoint_interval_backlog: Duration = timedelta(seconds=2)
     # Longest wait of a Kafka fetch for new data: bounds latency on brokers that do not
     # answer a waiting fetch as soon as data arrives.
     fetch_max_wait: Duration = timedelta(milliseconds=100)
@@ -326,6 +329,10 @@ class Settings(BaseSettings):
             raise ValueError("publish_interval: must be at least 100ms")
         if not timedelta(milliseconds=50) <= self.checkpoint_interval <= timedelta(minutes=1):
             raise ValueError("checkpoint_interval: must be between 50ms and 1m")
+        if not self.checkpoint_interval <= self.checkpoint_interval_backlog <= timedelta(minutes=1):
+            raise ValueError(
+                "checkpoint_interval_backlog: must be between checkpoint_interval and 1m"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):

@@ -800,8 +800,12 @@ def _engine(read: dict[int, int]) -> Any:
     from aiokafka import TopicPartition
 
     highwater = {TopicPartition("in", 0): 10, TopicPartition("in", 1): None}
+    from stream_app.customers.engine import CustomerEngine
+
     states = {p: _PartitionState({"in": n}) for p, n in read.items()}
-    return SimpleNamespace(consumer=_Consumer(highwater), states=states, topics={"in": "signup"})
+    engine = SimpleNamespace(consumer=_Consumer(highwater), states=states, topics={"in": "signup"})
+    engine.lags = lambda: CustomerEngine.lags(engine)  # type: ignore[arg-type]
+    return engine
 
 
 def test_consumer_lag_is_highwater_minus_next_offset_to_read() -> None:

@@ -44,9 +44,10 @@ Measure the processor on this machine, in one run, against its own embedded brok
 private redis-server (nothing else is touched):
 
   (a) the limit: a plain aiokafka consumer reading and JSON-decoding the input messages;
-  (b) the full engine end to end, from the first event sent to the moment the snapshots
-      of segment `all` in Redis match an independent batch recount of the same events,
-      with 1 and 2 workers (events/s per worker, and the ratio to (a));
+  (b) the full engine end to end: the events are produced first, then the workers start;
+      timed from the first event a worker reads to the moment the snapshots of segment
+      `all` in Redis match an independent batch recount of the same events, with 1 and 2
+      workers (events/s per worker, and the ratio to (a));
   (c) event-to-Redis latency p50/p99 at a steady load of half of (b) with one worker:
       each signup is timed from its send until a pub/sub snapshot counts it;
   (d) resident memory of one worker after N distinct customers, and again after event
@@ -184,7 +185,7 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
         engine[count] = outcome
         mismatches[count] = _verify(run_deployment, reference)
         logger.info(
-            "(b) %d worker(s): %.0f events/s (%.0f per worker), producer took %.1fs",
+            "(b) %d worker(s): %.0f events/s (%.0f per worker); producing them took %.1fs",
             count,
             outcome.events_per_s,
             outcome.events_per_s_per_worker,

@@ -12,29 +12,33 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from schemas import DeadLetter, Event, EventType, Rejection, RejectReason, parse_event
+from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
 from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
-from stream_app.customers.timeline import CustomerRecord, Facts, StoredEvent, stored, to_us
-from stream_app.kpis.windows import WIDTH, DiffArray, fact_grain_us, fact_ranges
+from stream_app.customers.intake import fast_stored
+from stream_app.customers.timeline import CustomerRecord, Facts, StoredEvent, stored
+from stream_app.kpis.windows import WIDTH, DiffArray, coarsen, fact_grain_us, fact_ranges
 from stream_app.settings import Settings, duration_ms, format_duration
 
 logger = logging.getLogger(__name__)
 
 CUSTOMER_PREFIX = b"c:"
 PARTIAL_PREFIX = b"p:"
-MARKER_KEY = b"m"
+# A checkpoint's marker: the prefix plus the writer's generation. Compaction keeps the newest
+# record of each key, so one key per generation keeps each generation's last marker, which
+# confirms every earlier checkpoint of that generation. b"m" alone was the key before.
+MARKER_PREFIX = b"m:"
+LEGACY_MARKER_KEY = b"m"
 # How many untouched customers each checkpoint re-examines for expired events.
 SWEEP_PER_CHECKPOINT = 2_000
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """One consumed input message, before parsing."""
+class RawMessage(NamedTuple):
+    """One consumed input message, before parsing (a tuple: one is made per message)."""
 
     event_type: EventType
     topic: str
@@ -93,6 +97,7 @@ class PartitionState:
         # The configured windows, plus the churn detector's hourly buckets if it needs its own.
         self.specs = computed_specs(settings)
         self._grain_us = fact_grain_us(self.specs)
+        self._specs_by_step = sorted(self.specs, key=lambda spec: spec.step_us)
         self.attribution_us = duration_ms(settings.attribution_window) * 1000
         self.lateness_us = duration_ms(settings.max_lateness) * 1000
         self.retention_us = max(self.lateness_us, duration_ms(settings.dedupe_horizon) * 1000)
@@ -103,8 +108,9 @@ class PartitionState:
         self._dirty_customers: set[str] = set()
         self._dirty_entries: set[tuple[str, str, int]] = set()
         self._sweep: Iterator[str] = iter(())
-        # Parsed events waiting for the other topics: (t_us, arrival seq, event, message).
-        self._buffer: list[tuple[int, int, Event, RawMessage]] = []
+        # Parsed events waiting for the other topics: (t_us, arrival seq, customer, event,
+        # message).
+        self._buffer: list[tuple[int, int, str, StoredEvent, RawMessage]] = []
         # (customer, event id) of every buffered event: the first copy to arrive counts, even
         # when a later copy carries an earlier occurred_at and would be applied first.
         self._buffered_ids: set[tuple[str, str]] = set()
@@ -130,29 +136,34 @@ class PartitionState:
             if message.offset < self.next_fetch(message.topic):
                 continue
             self._fetched[message.topic] = message.offset + 1
-            parsed = parse_event(
-                message.event_type, message.value, message.key, reporting_currency=currency
-            )
-            if isinstance(parsed, Rejection):
-                result.dead_letters.append(self._dead_letter(message, parsed))
-                continue
-            t_us = to_us(parsed.occurred_at)
+            fast = fast_stored(message.event_type, message.value, message.key, currency)
+            if fast is None:
+                parsed = parse_event(
+                    message.event_type, message.value, message.key, reporting_currency=currency
+                )
+                if isinstance(parsed, Rejection):
+                    result.dead_letters.append(self._dead_letter(message, parsed))
+                    continue
+                customer, event = parsed.customer_id, stored(parsed)
+            else:
+                customer, event = fast
+            t_us, event_id = event[0], event[2]
             head = self.heads.get(message.topic)
             # Judged against what came before it on its own topic partition too: that order
             # is fixed, while how far the other topics got when it is applied is not.
             if head is not None and t_us < head - self.lateness_us:
-                result.dead_letters.append(self._dead_letter(message, self._too_late(parsed)))
+                result.dead_letters.append(self._dead_letter(message, self._too_late(event_id)))
                 continue
             if head is None or t_us > head:
                 self.heads[message.topic] = t_us
-            ident = (parsed.customer_id, parsed.event_id)
-            known = self.customers.get(parsed.customer_id)
-            if ident in self._buffered_ids or (known is not None and parsed.event_id in known.ids):
+            ident = (customer, event_id)
+            known = self.customers.get(customer)
+            if ident in self._buffered_ids or (known is not None and event_id in known.ids):
                 result.duplicates += 1
                 continue
             self._buffered_ids.add(ident)
             self._seq += 1
-            heapq.heappush(self._buffer, (t_us, self._seq, parsed, message))
+            heapq.heappush(self._buffer, (t_us, self._seq, customer, event, message))
         return result
 
     def drain(self, safe_us: int | None = None) -> IngestResult:
@@ -162,22 +173,22 @@ class PartitionState:
         pending_ids: dict[str, set[str]] = {}
         buffer = self._buffer
         while buffer and (safe_us is None or buffer[0][0] <= safe_us):
-            t_us, _seq, parsed, message = heapq.heappop(buffer)
-            self._buffered_ids.discard((parsed.customer_id, parsed.event_id))
+            t_us, _seq, customer, event, message = heapq.heappop(buffer)
+            event_id = event[2]
+            self._buffered_ids.discard((customer, event_id))
             watermark = self.watermark_us
             if watermark is not None and t_us < watermark - self.lateness_us:
-                result.dead_letters.append(self._dead_letter(message, self._too_late(parsed)))
+                result.dead_letters.append(self._dead_letter(message, self._too_late(event_id)))
                 continue
             if watermark is None or t_us > watermark:
                 self.watermark_us = t_us
-            customer = parsed.customer_id
             record = self.customers.get(customer)
             seen = pending_ids.setdefault(customer, set())
-            if (record is not None and parsed.event_id in record.ids) or parsed.event_id in seen:
+            if (record is not None and event_id in record.ids) or event_id in seen:
                 result.duplicates += 1
                 continue
-            seen.add(parsed.event_id)
-            pending.setdefault(customer, []).append(stored(parsed))
+            seen.add(event_id)
+            pending.setdefault(customer, []).append(event)
             result.accepted[message.event_type] += 1
 
         facts: Facts = {}
@@ -216,16 +227,25 @@ class PartitionState:
         """
         offsets = dict(self.offsets)
         offsets.update(self._fetched)
-        for _t, _seq, _parsed, message in self._buffer:
-            if message.offset < offsets.get(message.topic, message.offset + 1):
-                offsets[message.topic] = message.offset
+        oldest: dict[str, int] = {}
+        for entry in self._buffer:
+            message = entry[4]
+            if message.offset < oldest.get(message.topic, message.offset + 1):
+                oldest[message.topic] = message.offset
+        offsets.update(oldest)
         return offsets
 
     def _apply_facts(self, facts: Facts) -> None:
         dirty = self._dirty_entries
-        for fact, value in facts.items():
-            segment = fact[1]
-            for spec in self.specs:
+        by_step = {self._grain_us: facts}
+        for spec in self._specs_by_step:
+            spec_facts = by_step.get(spec.step_us)
+            if spec_facts is None:
+                # From the coarsest set already made whose step divides this one: fewest facts.
+                source = max(step for step in by_step if spec.step_us % step == 0)
+                spec_facts = by_step[spec.step_us] = coarsen(by_step[source], spec.step_us)
+            for fact, value in spec_facts.items():
+                segment = fact[1]
                 array_key = (spec.name, segment)
                 array = self.partials.get(array_key)
                 if array is None:
@@ -236,7 +256,7 @@ class PartitionState:
                     if last is not None:
                         dirty.add((spec.name, segment, last + 1))
 
-    def _too_late(self, event: Event) -> Rejection:
+    def _too_late(self, event_id: str) -> Rejection:
         return Rejection(
             reason=RejectReason.TOO_LATE,
             message=(
@@ -244,7 +264,7 @@ class PartitionState:
                 "than the newest event seen (the watermark)"
             ),
             field="occurred_at",
-            event_id=event.event_id,
+            event_id=event_id,
         )
 
     def _dead_letter(self, message: RawMessage, rejection: Rejection) -> DeadLetter:
@@ -365,6 +385,59 @@ class PartitionState:
     def finish_recovery(self) -> None:
         for array in self.partials.values():
             array.take_dirty()
+
+
+def checkpoint_records(
+    checkpoint: Checkpoint, generation: str, seq: int
+) -> tuple[bytes, list[tuple[bytes, bytes | None]]]:
+    """The tag and the changelog records of one checkpoint: its writes, then its marker."""
+    tag = f"{generation}:{seq}".encode()
+    marker = {"offsets": checkpoint.offsets, "wm": checkpoint.watermark_us}
+    return tag, [*checkpoint.changelog, (MARKER_PREFIX + generation.encode(), orjson.dumps(marker))]
+
+
+class ChangelogReplay:
+    """Rebuilds a partition from its changelog, read in order, keeping confirmed writes only.
+
+    A write tagged ``<generation>:<seq>`` counts once a later marker of the same generation
+    has a seq at least as high: one writer checkpoints a partition one checkpoint after the
+    other, so its marker confirms every earlier checkpoint too. That still holds after
+    compaction, which removes older markers. Writes no marker confirms were torn by a crash;
+    ``finish`` discards them and marks their keys for rewriting.
+    """
+
+    def __init__(self, state: PartitionState) -> None:
+        self.state = state
+        self.records = 0
+        self._pending: dict[bytes, tuple[str, int, bytes | None]] = {}
+
+    def feed(self, key: bytes | None, value: bytes | None, tag: bytes) -> None:
+        self.records += 1
+        if key is None:
+            return
+        generation, _, seq_text = tag.decode(errors="replace").rpartition(":")
+        seq = int(seq_text) if seq_text.isdigit() else -1
+        if key == LEGACY_MARKER_KEY or key.startswith(MARKER_PREFIX):
+            confirmed = [
+                pending_key
+                for pending_key, (pending_generation, pending_seq, _) in self._pending.items()
+                if pending_generation == generation and pending_seq <= seq
+            ]
+            for pending_key in confirmed:
+                self.state.load(pending_key, self._pending.pop(pending_key)[2])
+            if value is not None:
+                self.state.load_marker(orjson.loads(value))
+        else:
+            self._pending[key] = (generation, seq, value)
+
+    def finish(self) -> int:
+        """Discard unconfirmed writes and mark their keys dirty; returns how many."""
+        torn = len(self._pending)
+        for key in self._pending:
+            self.state.mark_dirty(key)
+        self._pending.clear()
+        self.state.finish_recovery()
+        return torn
 
 
 def _partial_key(spec_name: str, segment: str, k: int) -> bytes:

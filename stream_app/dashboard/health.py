@@ -124,28 +124,8 @@ class KafkaProbe:
 
 
 def consumer_lag(engine: CustomerEngine | None) -> dict[tuple[str, int], int]:
-    """Per input topic partition the customer stage owns: high watermark - next offset to read.
-
-    Messages already read but held back for event-time order are not lag: they are in the
-    stage's buffer. A partition whose high watermark is not known yet is left out.
-    """
-    consumer = engine.consumer if engine is not None else None
-    if engine is None or consumer is None:
-        return {}
-    from aiokafka import TopicPartition
-
-    assigned = consumer.assignment()
-    lags: dict[tuple[str, int], int] = {}
-    for partition, state in list(engine.states.items()):
-        for topic in engine.topics:
-            tp = TopicPartition(topic, partition)
-            if tp not in assigned:
-                continue
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            lags[(topic, partition)] = max(0, highwater - state.next_fetch(topic))
-    return lags
+    """Per input topic partition the customer stage owns: high watermark - next offset to read."""
+    return engine.lags() if engine is not None else {}
 
 
 class WorkerHealth:
@@ -201,6 +181,7 @@ class WorkerHealth:
                     ],
                 },
                 "customer_partitions": sorted(engine.states) if engine is not None else [],
+                "first_input_at": _iso(engine.first_input_at if engine is not None else None),
                 "segment_partitions": sorted(
                     tp.partition
                     for tp in (consumer.assignment() if consumer is not None else ())

@@ -84,6 +84,40 @@ def fact_grain_us(specs: Iterable[Spec]) -> int:
     return math.gcd(*(spec.step_us for spec in specs))
 
 
+def coarsen(facts: dict[Fact, int], step_us: int) -> dict[Fact, int]:
+    """The same facts with every time floored to ``step_us``, merged; zero sums dropped.
+
+    ``fact_ranges`` reads a time only as ``t // step``, which this flooring leaves unchanged
+    for a spec of that step: a spec with a coarse step gets far fewer facts to apply.
+    """
+    merged: dict[Fact, int] = {}
+    for fact, value in facts.items():
+        kind = fact[0]
+        if kind == "pt":
+            key: Fact = (kind, fact[1], fact[2], fact[3] // step_us * step_us)
+        elif kind == "act":
+            key = (kind, fact[1], fact[2] // step_us * step_us)
+        elif kind == "dp":
+            q = fact[3]
+            key = (
+                kind,
+                fact[1],
+                fact[2] // step_us * step_us,
+                None if q is None else q // step_us * step_us,
+            )
+        else:
+            q2 = fact[4]
+            key = (
+                kind,
+                fact[1],
+                fact[2] // step_us * step_us,
+                fact[3] // step_us * step_us,
+                None if q2 is None else q2 // step_us * step_us,
+            )
+        merged[key] = merged.get(key, 0) + value
+    return {fact: value for fact, value in merged.items() if value}
+
+
 def fact_ranges(fact: Fact, spec: Spec) -> Iterator[tuple[int, int, int | None]]:
     """(metric, first index, last index or None for open-ended) runs that ``fact`` adds to."""
     kind = fact[0]
@@ -120,24 +154,28 @@ class DiffArray:
     usual case (changes and queries near the newest windows) costs a few vector additions.
     """
 
-    __slots__ = ("_keys", "_prefix", "_valid", "diffs", "dirty_from")
+    __slots__ = ("_keys", "_prefix", "_stale_k", "_valid", "diffs", "dirty_from")
 
     def __init__(self) -> None:
         self.diffs: dict[int, list[int]] = {}
         self._keys: list[int] = []
         self._prefix: list[list[int]] = []
         self._valid = 0
+        # The smallest index changed since the last query; turned into a position only then,
+        # so that a write to an existing entry (the common case) needs no search.
+        self._stale_k: int | None = None
         # Earliest index changed since the last ``take_dirty``: every window from it moved.
         self.dirty_from: int | None = None
 
     def _entry(self, k: int) -> list[int]:
         vector = self.diffs.get(k)
-        i = bisect_left(self._keys, k)
         if vector is None:
             vector = self.diffs[k] = [0] * WIDTH
+            i = bisect_left(self._keys, k)
             self._keys.insert(i, k)
             self._prefix.insert(i, vector)
-        self._valid = min(self._valid, i)
+        if self._stale_k is None or k < self._stale_k:
+            self._stale_k = k
         if self.dirty_from is None or k < self.dirty_from:
             self.dirty_from = k
         return vector
@@ -165,6 +203,9 @@ class DiffArray:
 
     def value_at(self, k: int) -> list[int]:
         """The base counts of the window with end index ``k``."""
+        if self._stale_k is not None:
+            self._valid = min(self._valid, bisect_left(self._keys, self._stale_k))
+            self._stale_k = None
         i = bisect_right(self._keys, k)
         if i == 0:
             return [0] * WIDTH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,10 @@ STREAM_KEY = "kpi-updates"
 _NO_WATERMARK = -(2**62)
 # History snapshots written per tick at most, so a backfill never stalls the event loop.
 HISTORY_BUDGET_PER_TICK = 2_000
+# Past steps of one window and segment are rewritten at most this often (the current one
+# every publish interval): while a backlog is processed every step moves every second, and
+# rewriting them all took a sixth of a busy worker.
+HISTORY_INTERVAL_S = 5.0
 
 KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
 
@@ -43,6 +48,7 @@ def history_key(window: str, segment: str) -> str:
     return f"kpi-history:{window}:{segment}"
 
 
+@functools.lru_cache(maxsize=16_384)  # window bounds repeat for every segment and history
 def rfc3339(t_us: int) -> str:
     moment = EPOCH + timedelta(microseconds=t_us)
     return moment.isoformat().replace("+00:00", "Z")
@@ -59,6 +65,7 @@ class _Published:
     watermark: int | None = None
     # History entries [lo, hi] still to (re)write, newest first.
     history: tuple[int, int] | None = None
+    history_at: float = float("-inf")
 
 
 class Publisher:
@@ -83,6 +90,7 @@ class Publisher:
         self.clock = clock
         self.specs = [Spec.from_window(window) for window in settings.windows]
         self.interval_s = duration_ms(settings.publish_interval) / 1000
+        self.history_interval_s = max(HISTORY_INTERVAL_S, self.interval_s)
         self.frozen_us = (
             duration_ms(settings.max_lateness) + duration_ms(settings.attribution_window)
         ) * 1000
@@ -143,7 +151,6 @@ class Publisher:
             self._redis_down = False
             logger.info("Redis is back; republishing every snapshot")
             self._published.clear()
-        self.last_publish_at = updated_at
         return sent
 
     def _observe_latency(self, newest_us: int) -> None:
@@ -205,8 +212,14 @@ class Publisher:
         history: list[int] = []
         if pending is not None and budget > 0:
             lo, hi = pending
-            first = max(lo, hi - budget + 1)
-            history = list(range(first, hi + 1))
+            if now - published.history_at < self.history_interval_s:
+                # Only the current step's entry now, if it changed; the past ones later.
+                lo = k if vector is not None else k + 1
+            if lo <= hi:
+                first = max(lo, hi - budget + 1)
+                history = list(range(first, hi + 1))
+        if vector is None and not history and not moved:
+            return None
         return aggregate, spec, published, k, vector, history
 
     def _snapshot(
@@ -275,6 +288,8 @@ class Publisher:
         started = time.perf_counter()
         await pipe.execute()
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        # Set before the Kafka sends: a reader that sees the snapshots in Redis sees this too.
+        self.last_publish_at = updated_at
         self._observe_latency(max(written))
         for payload_key, data in outgoing:
             await self.kafka_send(payload_key, data)
@@ -292,5 +307,7 @@ class Publisher:
                 lo, _hi = published.history
                 first = history[0]
                 published.history = (lo, first - 1) if first > lo else None
+                if first < k:
+                    published.history_at = now
         self.metrics.snapshots.inc(len(outgoing))
         return len(outgoing)
