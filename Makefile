@@ -51,6 +51,10 @@ test: install lint typecheck ## Lint, type-check, then run every test (what CI r
 unit: install ## Only the tests that need no broker or Redis
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
+.PHONY: chaos
+chaos: install ## Fault tests at scale, with those too slow for the suite (about 5 min)
+	KPI_CHAOS=1 $(BIN)/pytest tests/test_faults.py $(PYTEST_ARGS)
+
 .PHONY: clean
 clean: ## Remove the venv, caches and local state
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var test-artifacts

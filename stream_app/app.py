@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from stream_app import web
@@ -17,7 +22,14 @@ from stream_app.alerts.service import AlertService
 from stream_app.clock import Clock, utc_now
 from stream_app.context import AppContext
 from stream_app.customers.engine import CustomerEngine
-from stream_app.kafka import DEAD_LETTER_MAX_BYTES, partials_topic, ssl_context
+from stream_app.kafka import (
+    DEAD_LETTER_MAX_BYTES,
+    BrokerSentinel,
+    Sentinel,
+    changelog_topic,
+    partials_topic,
+    ssl_context,
+)
 from stream_app.metrics import Metrics
 from stream_app.publishing.publisher import Publisher
 from stream_app.segments import agent as segment_agent
@@ -29,6 +41,11 @@ from stream_app.transport import KpiApp
 PUBLISH_TICK_S = 0.2
 # Alerts look for closed buckets this often (they close at most every step, usually hourly).
 ALERT_TICK_S = 1.0
+# Each worker looks this often whether the broker still holds its sentinel record.
+SENTINEL_CHECK_S = 1.0
+
+# Called once when the broker is found to have lost its data, with the reason logged.
+BrokerLost = Callable[[str], None]
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +56,13 @@ def create_app(
     clock: Clock = utc_now,
     metrics: Metrics | None = None,
     rules: Sequence[ThresholdRule] | None = None,
+    on_broker_lost: BrokerLost | None = None,
 ) -> faust.App:
     """Build the worker's Faust app: customer stage, segment stage, publisher, alerts, web.
 
     ``rules`` default to those of ``KPI_ALERT_RULES_FILE``; a bad file raises ``RulesError``.
+    ``on_broker_lost`` is called once the broker lost its data (the worker restarts then);
+    without it the worker only halts its customer stage.
     """
     ctx = AppContext(settings=settings, metrics=metrics or Metrics(), clock=clock)
     app = KpiApp(
@@ -74,7 +94,9 @@ def create_app(
     )
     app.kpi_context = ctx  # type: ignore[attr-defined]
 
-    app.service(_bound_engine(app, ctx))
+    watch = BrokerWatch(ctx, on_broker_lost)
+    app.service(_bound_engine(app, ctx, watch))
+    _register_broker_watch(app, watch)
     segment_agent.register(app, ctx, ctx.store)
     owned = _owned_partitions(app, settings)
     _register_publisher(app, ctx, owned)
@@ -104,10 +126,10 @@ def _redis_client(settings: Settings) -> aioredis.Redis:
     )
 
 
-def _bound_engine(app: faust.App, ctx: AppContext) -> type[CustomerEngine]:
+def _bound_engine(app: faust.App, ctx: AppContext, watch: BrokerWatch) -> type[CustomerEngine]:
     class BoundCustomerEngine(CustomerEngine):
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(app, ctx, **kwargs)
+            super().__init__(app, ctx, broker_intact=watch.intact, **kwargs)
             ctx.engine = self
 
     return BoundCustomerEngine
@@ -202,6 +224,95 @@ def _register_alerts(
                 logger.exception("alert evaluation failed; retrying at the next tick")
 
     app.service(AlertRuntime)
+
+
+class BrokerWatch:
+    """Notices a broker that lost its data, says what that means, and has the worker restart.
+
+    At start the worker writes a sentinel record (``BrokerSentinel``) and looks for it every
+    ``SENTINEL_CHECK_S``; the customer stage also asks before it writes after a rebalance
+    or after an input partition came back shorter. Once the record is gone, everything the
+    worker holds (customer state, segment table, Faust's read offsets) refers to logs that
+    no longer exist, and nothing of it may be written to the new ones: the worker restarts
+    and builds its state from what the broker holds now.
+    """
+
+    def __init__(self, ctx: AppContext, on_lost: BrokerLost | None) -> None:
+        self.ctx = ctx
+        token = f"{ctx.settings.app_id}/{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(6)}"
+        self.sentinel = BrokerSentinel(ctx.settings, token)
+        self.on_lost = on_lost
+        self.lost = False
+        self._checking = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self.sentinel.close()
+
+    async def tick(self) -> None:
+        """Write the sentinel once the broker takes it, then look for it."""
+        if self.lost:
+            return
+        if self.sentinel.offset is None:
+            try:
+                offset = await self.sentinel.plant()
+            except KafkaError as exc:
+                logger.warning("could not write the broker sentinel yet (%s)", exc)
+                return
+            logger.info(
+                "broker sentinel written to %s[%d]@%d",
+                self.sentinel.tp.topic,
+                self.sentinel.tp.partition,
+                offset,
+            )
+            return
+        await self.intact()
+
+    async def intact(self) -> bool:
+        """False once the broker is known to have lost its data; True while unsure."""
+        async with self._checking:
+            if self.lost:
+                return False
+            # Twice, so that one odd answer (a broker still starting) is not taken for a loss.
+            if await self.sentinel.check() is not Sentinel.GONE:
+                return True
+            await asyncio.sleep(0.2)
+            if await self.sentinel.check() is not Sentinel.GONE:
+                return True
+            self._declare_lost()
+            return False
+
+    def _declare_lost(self) -> None:
+        self.lost = True
+        settings = self.ctx.settings
+        reason = (
+            f"the Kafka broker at {settings.kafka_bootstrap_servers} lost its data: the "
+            f"sentinel record this worker wrote to {self.sentinel.tp.topic} at offset "
+            f"{self.sentinel.offset} is gone (the broker restarted with an empty store, as "
+            f"Tansu does, or the topics were deleted). The input topics, the customer "
+            f"changelog {changelog_topic(settings)}, the segment table's changelog and the "
+            f"committed offsets went with it, and so did every event counted so far"
+        )
+        logger.error("%s", reason)
+        if self.ctx.engine is not None:
+            self.ctx.engine.halt()
+        if self.on_lost is not None:
+            self.on_lost(reason)
+        else:
+            logger.error("the customer stage has stopped; restart the worker")
+
+
+def _register_broker_watch(app: faust.App, watch: BrokerWatch) -> None:
+    class BrokerWatchRuntime(Service):
+        """Ticks the watch with the worker and closes its client at the end."""
+
+        async def on_stop(self) -> None:
+            await watch.close()
+
+        @Service.timer(SENTINEL_CHECK_S)
+        async def _tick(self) -> None:
+            await watch.tick()
+
+    app.service(BrokerWatchRuntime)
 
 
 def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:

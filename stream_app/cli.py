@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from stream_app.settings import Settings, SettingsError, load_settings
 
@@ -24,6 +24,9 @@ logger = logging.getLogger("kpi")
 
 # Faster group joins for a single-machine stack; a fresh group takes ~30 s with defaults.
 SHUTDOWN_GRACE_S = 20.0
+# After the broker lost its data nothing of this process may reach it any more, so a stop
+# that stalls (Faust's fetcher waiting on a dead connection) is cut short sooner.
+RESTART_GRACE_S = 5.0
 
 # The demo's traffic: recent history so every window has numbers at once, then live events
 # at a pace where the 1h window visibly moves.
@@ -78,7 +81,24 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # ensure_topics ran on its own loop; Faust's worker wants a fresh current loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings, rules=rules)
+    restarting: list[str] = []
+
+    def on_broker_lost(reason: str) -> None:
+        # Everything this process holds refers to logs the broker no longer has; a fresh
+        # start rebuilds it all (topics, group, changelogs, Faust's offsets and table).
+        restarting.append(reason)
+        logger.error(
+            "restarting the worker: state starts again from what the broker holds now; the "
+            "KPI snapshots in Redis keep their last values until new events replace them"
+        )
+        worker.restart_process()
+
+    def restart_or_exit() -> NoReturn:
+        if restarting:
+            _restart_process()
+        _exit_now()
+
+    app = create_app(settings, rules=rules, on_broker_lost=on_broker_lost)
 
     class Worker(faust.Worker):
         """A Faust worker whose graceful stop is bounded (Faust can hang if Kafka is gone)."""
@@ -90,12 +110,19 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             self.spinner = None
 
         def _on_sigint(self) -> None:
+            restarting.clear()  # a stop asked for is a stop, restart or not
             _arm_shutdown_watchdog(SHUTDOWN_GRACE_S)
             super()._on_sigint()
 
         def _on_sigterm(self) -> None:
+            restarting.clear()
             _arm_shutdown_watchdog(SHUTDOWN_GRACE_S)
             super()._on_sigterm()
+
+        def restart_process(self) -> None:
+            """Stop as on SIGTERM, then run this command again in this process."""
+            _arm_shutdown_watchdog(RESTART_GRACE_S, then=restart_or_exit)
+            self._schedule_shutdown(signal.SIGTERM)
 
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     logger.info(
@@ -105,12 +132,35 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         settings.web_host,
         settings.web_port,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if restarting:
+            _restart_process()
     return 0
 
 
-def _arm_shutdown_watchdog(grace_s: float) -> None:
-    """Exit hard if the graceful stop has not finished after ``grace_s`` seconds.
+def _exit_now() -> NoReturn:
+    logging.shutdown()
+    os._exit(1)
+
+
+def _restart_process() -> NoReturn:
+    """Replace this process with a fresh run of the same command (same pid, nothing kept)."""
+    logger.info("starting the worker again: %s", " ".join(sys.orig_argv))
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, sys.orig_argv)
+    except OSError:
+        logger.exception("could not start the worker again; exiting")
+        _exit_now()
+
+
+def _arm_shutdown_watchdog(grace_s: float, then: Callable[[], NoReturn] = _exit_now) -> None:
+    """Exit hard (or ``then``) if the graceful stop has not finished after ``grace_s`` seconds.
 
     Stopping is safe at any point: the customer stage resumes from its last complete
     checkpoint, so a forced exit loses nothing but time.
@@ -118,9 +168,8 @@ def _arm_shutdown_watchdog(grace_s: float) -> None:
 
     def watchdog() -> None:
         time.sleep(grace_s)
-        logger.error("graceful stop took longer than %.0fs; exiting now", grace_s)
-        logging.shutdown()
-        os._exit(1)
+        logger.error("graceful stop took longer than %.0fs; stopping now", grace_s)
+        then()
 
     threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from schemas import TOPIC_SUFFIXES, EventType
@@ -63,6 +66,11 @@ def partials_topic(settings: Settings) -> str:
     return f"{settings.app_id}-segment-partials"
 
 
+def sentinel_topic(settings: Settings) -> str:
+    """One record per worker start, to notice a broker that lost its data (internal)."""
+    return f"{settings.app_id}-broker-sentinels"
+
+
 # Dead letters carry the original bytes in base64 (4/3 larger); the producer and the
 # dead-letter topic allow this much so that any message the broker accepted fits.
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
@@ -72,6 +80,8 @@ _TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "changelog": {"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"},
     "partials": {"retention.ms": str(7 * 86_400_000)},
     "dead-letters": {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+    # Each key is written once, so compaction keeps every record: none may ever expire.
+    "sentinels": {"cleanup.policy": "compact"},
 }
 
 
@@ -103,19 +113,26 @@ async def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> TopicRe
     admin = AIOKafkaAdminClient(request_timeout_ms=timeout_ms, **aiokafka_options(settings))
     await admin.start()
     try:
+        sentinels = sentinel_topic(settings)
         configs = {
             changelog_topic(settings): _TOPIC_CONFIGS["changelog"],
             partials_topic(settings): _TOPIC_CONFIGS["partials"],
             settings.dead_letter_topic: _TOPIC_CONFIGS["dead-letters"],
+            sentinels: _TOPIC_CONFIGS["sentinels"],
         }
-        wanted = [*public_topics(settings), changelog_topic(settings), partials_topic(settings)]
+        wanted = [
+            *public_topics(settings),
+            changelog_topic(settings),
+            partials_topic(settings),
+            sentinels,
+        ]
         existing = await _partition_counts(admin, wanted)
         missing = [name for name in wanted if name not in existing]
         if missing:
             new = [
                 NewTopic(
                     name,
-                    settings.topic_partitions,
+                    1 if name == sentinels else settings.topic_partitions,
                     settings.topic_replication_factor,
                     topic_configs=configs.get(name, {}),
                 )
@@ -181,3 +198,97 @@ async def topics_ready(settings: Settings) -> bool:
         )
         return False
     return True
+
+
+class Sentinel(Enum):
+    """What a look at the broker found of a worker's sentinel record."""
+
+    HELD = "held"
+    GONE = "gone"
+    UNKNOWN = "unknown"  # the broker did not answer: no verdict
+
+
+class BrokerSentinel:
+    """A record a worker writes at start, and checks for: if it is gone, the broker lost its data.
+
+    Kafka never takes back an acknowledged record, and this one sits in a compacted topic under
+    a key written only once, so nothing expires it. When the broker no longer holds it, the
+    broker was restarted with an empty store (Tansu keeps everything in memory) or its topics
+    were deleted: the input topics, changelogs and committed offsets the worker's state refers
+    to are gone too. Each check costs one fetch of the record (and an offset lookup when the
+    fetch finds nothing).
+    """
+
+    def __init__(self, settings: Settings, token: str) -> None:
+        self.settings = settings
+        self.token = token.encode()
+        self.tp = TopicPartition(sentinel_topic(settings), 0)
+        self.offset: int | None = None
+        self._reader: AIOKafkaConsumer | None = None
+
+    async def plant(self) -> int:
+        """Write this worker's record (acknowledged by every replica); returns its offset."""
+        producer = AIOKafkaProducer(acks="all", **aiokafka_options(self.settings))
+        await producer.start()
+        try:
+            metadata = await producer.send_and_wait(
+                self.tp.topic, self.token, key=self.token, partition=self.tp.partition
+            )
+        finally:
+            await producer.stop()
+        self.offset = int(metadata.offset)
+        return self.offset
+
+    async def check(self, timeout_s: float = 5.0) -> Sentinel:
+        """HELD while the broker still has the record at its offset, GONE once it has not."""
+        if self.offset is None:
+            return Sentinel.UNKNOWN
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._look(self.offset)
+        except (KafkaError, OSError, TimeoutError):
+            return Sentinel.UNKNOWN
+
+    async def _look(self, offset: int) -> Sentinel:
+        reader = await self._started_reader()
+        reader.seek(self.tp, offset)
+        try:
+            batch = await reader.getmany(self.tp, timeout_ms=1000, max_records=1)
+        except OffsetOutOfRangeError:
+            return Sentinel.GONE
+        records = batch.get(self.tp, [])
+        if records:
+            record = records[0]
+            held = record.offset == offset and record.key == self.token
+            return Sentinel.HELD if held else Sentinel.GONE
+        # Nothing there: gone if the log now ends at or before it. (Tansu's end offsets can be
+        # short after multi-record batches, never long; this record is a batch of its own.)
+        end = (await reader.end_offsets([self.tp]))[self.tp]
+        return Sentinel.GONE if end <= offset else Sentinel.UNKNOWN
+
+    async def _started_reader(self) -> AIOKafkaConsumer:
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                group_id=None,
+                enable_auto_commit=False,
+                # Out of range means the record is gone: never skip silently to another one.
+                auto_offset_reset="none",
+                **aiokafka_options(self.settings),
+            )
+            try:
+                await reader.start()
+            except BaseException:  # also a check's timeout: no half-started client left behind
+                await reader.stop()
+                raise
+            reader.assign([self.tp])
+            self._reader = reader
+        return self._reader
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            try:
+                async with asyncio.timeout(5.0):
+                    await reader.stop()
+            except (KafkaError, TimeoutError):
+                logger.warning("sentinel reader did not stop cleanly")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,14 +13,21 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from aiokafka import AIOKafkaProducer
 
 from stream_app.devstack import DevStack, free_port, redis_answers
+from stream_app.eventlog import LogRecord
+from stream_app.kafka import input_topics
+from stream_app.settings import Settings
+from stream_app.verify.compare import Mismatch, Report, verify_redis
+from stream_app.verify.reference import Intake, reference_from_intake
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -156,6 +165,85 @@ class StackEnv:
         worker = WorkerProcess(popen, port, log_path)
         self.workers.append(worker)
         return worker
+
+
+# History entries per key that ``verify_until_clean`` checks while it waits for the publisher.
+VERIFY_NEWEST_WHILE_WAITING = 24
+
+
+def stack_settings(stack: StackEnv) -> Settings:
+    """The settings the stack's workers run with, for the test's own clients and checks."""
+    env = stack.env()
+    return Settings(
+        app_id=env["KPI_APP_ID"],
+        topic_prefix=env["KPI_TOPIC_PREFIX"],
+        kafka_bootstrap_servers=env["KPI_KAFKA_BOOTSTRAP_SERVERS"],
+        redis_url=env["KPI_REDIS_URL"],
+        topic_partitions=4,
+    )
+
+
+async def produce(settings: Settings, records: list[LogRecord]) -> None:
+    """Send records to their input topics, keyed as logged, and wait until all are acked."""
+    topics = input_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        linger_ms=5,
+        max_request_size=4 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topics[record.event_type], record.value, key=record.key)
+            for record in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def verify_until_clean(
+    settings: Settings,
+    intake: Intake,
+    workers: list[WorkerProcess],
+    timeout_s: float,
+    tolerate: Callable[[Mismatch], bool] = lambda mismatch: False,
+) -> Report:
+    """Poll the independent verification until Redis matches it (or time runs out).
+
+    Mismatches that ``tolerate`` accepts do not keep it waiting; they stay in the report.
+    """
+    reference = reference_from_intake(intake, settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        # While the publisher still writes, a look at the newest history entries is enough
+        # to see it is not done, at a fraction of the cost; only then the whole check.
+        for history in (VERIFY_NEWEST_WHILE_WAITING, None):
+            report = verify_redis(client, reference, settings, history=history)
+            while not all(map(tolerate, report.mismatches)) and time.monotonic() < deadline:
+                for worker in workers:
+                    assert worker.popen.poll() is None, worker.log_tail()
+                time.sleep(1.0)
+                report = verify_redis(client, reference, settings, history=history)
+    finally:
+        client.close()
+    return report
+
+
+def describe(report: Report) -> str:
+    rows = [
+        f"{m.where} {m.window} {m.segment} {m.window_end} {m.field}: "
+        f"expected {m.expected!r}, got {m.actual!r}"
+        for m in report.mismatches[:15]
+    ]
+    return f"{len(report.mismatches)} mismatches:\n" + "\n".join(rows)
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """Samples of one metric in Prometheus text, by their label set ('' for none)."""
+    pattern = rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$"
+    return {labels or "": float(value) for labels, value in re.findall(pattern, text, re.M)}
 
 
 @pytest.fixture

@@ -11,17 +11,19 @@ from pathlib import Path
 
 import pytest
 import redis
-from aiokafka import AIOKafkaProducer
 
 from stream_app.devstack import DevStack, free_port, redis_answers
 from stream_app.eventlog import LogRecord, write_log
-from stream_app.kafka import ensure_topics, input_topics
+from stream_app.kafka import ensure_topics
 from stream_app.settings import Settings
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate
-from stream_app.verify.compare import Report, verify_redis
-from stream_app.verify.reference import filter_records, reference_from_intake
-from tests.conftest import StackEnv, WorkerProcess
+from stream_app.verify.compare import Report
+from stream_app.verify.reference import filter_records
+from tests.conftest import StackEnv, WorkerProcess, verify_until_clean
+from tests.conftest import describe as _describe
+from tests.conftest import produce as _produce
+from tests.conftest import stack_settings as _settings
 
 pytestmark = pytest.mark.integration
 
@@ -41,63 +43,16 @@ def _records(seed: int) -> list[LogRecord]:
     return list(generate(config))
 
 
-async def _produce(settings: Settings, records: list[LogRecord]) -> None:
-    topics = input_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        linger_ms=5,
-        max_request_size=4 * 1024 * 1024,
-    )
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topics[record.event_type], record.value, key=record.key)
-            for record in records
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-def _settings(stack: StackEnv) -> Settings:
-    env = stack.env()
-    return Settings(
-        app_id=env["KPI_APP_ID"],
-        topic_prefix=env["KPI_TOPIC_PREFIX"],
-        kafka_bootstrap_servers=env["KPI_KAFKA_BOOTSTRAP_SERVERS"],
-        redis_url=env["KPI_REDIS_URL"],
-        topic_partitions=4,
-    )
-
-
 def _wait_for_zero_mismatches(
     settings: Settings, records: list[LogRecord], workers: list[WorkerProcess], timeout_s: float
 ) -> Report:
     """Poll the independent verification until Redis matches it (or time runs out)."""
     intake = filter_records(records, settings)
-    reference = reference_from_intake(intake, settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    deadline = time.monotonic() + timeout_s
-    report = verify_redis(client, reference, settings)
-    while report.mismatches and time.monotonic() < deadline:
-        for worker in workers:
-            assert worker.popen.poll() is None, worker.log_tail()
-        time.sleep(2.0)
-        report = verify_redis(client, reference, settings)
-    client.close()
+    report = verify_until_clean(settings, intake, workers, timeout_s)
     assert intake.too_late > 0
     assert intake.duplicates > 0
     assert intake.rejected
     return report
-
-
-def _describe(report: Report) -> str:
-    rows = [
-        f"{m.where} {m.window} {m.segment} {m.window_end} {m.field}: "
-        f"expected {m.expected!r}, got {m.actual!r}"
-        for m in report.mismatches[:15]
-    ]
-    return f"{len(report.mismatches)} mismatches:\n" + "\n".join(rows)
 
 
 def _start_two(stack: StackEnv) -> list[WorkerProcess]:

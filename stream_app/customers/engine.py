@@ -15,7 +15,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -27,11 +28,12 @@ from mode import Service
 from schemas import DeadLetter, EventType
 from stream_app.context import AppContext
 from stream_app.customers.partition import (
-    MARKER_KEY,
+    ChangelogReplay,
     Checkpoint,
     PartialUpdate,
     PartitionState,
     RawMessage,
+    checkpoint_records,
 )
 from stream_app.kafka import (
     DEAD_LETTER_MAX_BYTES,
@@ -52,7 +54,16 @@ BUFFER_LIMIT = 50_000
 _NOTHING = -(2**62)
 # After the reported end of a changelog, one more fetch this long looks for records beyond it.
 RECOVERY_PROBE_MS = 300
+# Empty fetches (of up to a second each) before recovery stops waiting for records the broker
+# reports but never serves (Tansu, for a partition written to right after it restarted empty).
+RECOVERY_STALL_FETCHES = 10
 STOP_TIMEOUT_S = 5.0  # a safe time before every event: apply nothing yet
+# Offsets are committed for lag monitoring only: a commit the broker cannot take (its topics
+# are gone) must not hold up a rebalance.
+COMMIT_TIMEOUT_S = 10.0
+
+# True while the broker still holds what this worker wrote (see BrokerSentinel).
+BrokerCheck = Callable[[], Awaitable[bool]]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -69,8 +80,17 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class CustomerEngine(Service):
     """Consumes the input topics in batches; owns the partitions its consumer is assigned."""
 
-    def __init__(self, app: faust.App, ctx: AppContext, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        ctx: AppContext,
+        *,
+        broker_intact: BrokerCheck | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.broker_intact = broker_intact
+        self.halted = False
         self.app = app
         self.ctx = ctx
         settings = ctx.settings
@@ -84,12 +104,15 @@ class CustomerEngine(Service):
         self._seq = 0
         self._lock = asyncio.Lock()
         self._checkpoint_every_s = duration_ms(settings.checkpoint_interval) / 1000
+        self._backlog_checkpoint_every_s = duration_ms(settings.checkpoint_interval_backlog) / 1000
         self._last_checkpoint = time.monotonic()
         self._resync_every_s = duration_ms(settings.resync_interval) / 1000
         self._last_resync = time.monotonic()
         self._pending_offsets: set[int] = set()
         self._assigned_at: dict[int, float] = {}
         self._log = RateLimitedLog(logger)
+        # When this worker first read input: where a backlog's processing starts (kpi bench).
+        self.first_input_at: datetime | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.partials_partitions = settings.topic_partitions
@@ -128,12 +151,17 @@ class CustomerEngine(Service):
         # Bounded: with the broker gone, stopping must not hang; the next owner replays
         # from the last complete checkpoint.
         try:
+            if self.halted:
+                raise TimeoutError  # nothing of this state may reach the broker any more
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 async with self._lock:
                     for state in list(self.states.values()):
                         await self._checkpoint(state)
         except (KafkaError, TimeoutError):
-            logger.warning("final checkpoint incomplete; the next owner replays from the last one")
+            if not self.halted:
+                logger.warning(
+                    "final checkpoint incomplete; the next owner replays from the last one"
+                )
         for client in (self.consumer, self.producer):
             if client is not None:
                 try:
@@ -144,7 +172,7 @@ class CustomerEngine(Service):
 
     @Service.task
     async def _consume(self) -> None:
-        while not self.should_stop:
+        while not self.should_stop and not self.halted:
             assert self.consumer is not None
             try:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=MAX_BATCH_RECORDS)
@@ -152,12 +180,14 @@ class CustomerEngine(Service):
                 self._log.warning("fetch", "fetch failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)
                 continue
+            if batch and self.first_input_at is None:
+                self.first_input_at = self.ctx.clock()
             async with self._lock:
-                if self.should_stop:
+                if self.should_stop or self.halted:
                     break  # on_stop made the final checkpoint and is closing the clients
                 if batch or any(state.buffered for state in self.states.values()):
                     await self._process(batch)
-                if time.monotonic() - self._last_checkpoint >= self._checkpoint_every_s:
+                if self._checkpoint_due():
                     await self._checkpoint_all()
                     if time.monotonic() - self._last_resync >= self._resync_every_s:
                         await self._resync_all()
@@ -199,6 +229,36 @@ class CustomerEngine(Service):
         self._pending_offsets.update(by_partition)
         if dead:
             await self._send_dead_letters(dead)
+
+    def _checkpoint_due(self) -> bool:
+        """Every checkpoint interval; while more than a full batch waits, the backlog one."""
+        elapsed = time.monotonic() - self._last_checkpoint
+        if elapsed < self._checkpoint_every_s:
+            return False
+        return elapsed >= self._backlog_checkpoint_every_s or self._lag() <= MAX_BATCH_RECORDS
+
+    def _lag(self) -> int:
+        return sum(self.lags().values())
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Per input topic partition owned: high watermark - next offset to read.
+
+        Messages already read but held back for event-time order are not lag: they are in
+        the buffer. A partition whose high watermark is not known yet is left out.
+        """
+        if self.consumer is None:
+            return {}
+        assigned = self.consumer.assignment()
+        lags: dict[tuple[str, int], int] = {}
+        for partition, state in list(self.states.items()):
+            for topic in self.topics:
+                tp = TopicPartition(topic, partition)
+                if tp not in assigned:
+                    continue
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    lags[(topic, partition)] = max(0, highwater - state.next_fetch(topic))
+        return lags
 
     def _safe_time(self, state: PartitionState) -> int | None:
         """The event time every input topic of this partition has reached (None: no limit).
@@ -263,6 +323,8 @@ class CustomerEngine(Service):
     # -- checkpoints -------------------------------------------------------------------
 
     async def _checkpoint_all(self) -> None:
+        if self._input_shrank() and not await self._broker_still_intact():
+            return
         states = [self.states[p] for p in sorted(self._pending_offsets) if p in self.states]
         # Partitions are independent: their round trips overlap instead of adding up, which
         # kept a busy worker idle for a third of its time.
@@ -278,6 +340,8 @@ class CustomerEngine(Service):
         reported short (seen on Tansu after a peer was killed) heals within one interval.
         Unchanged entries cost the segment stage a comparison, nothing more.
         """
+        if not await self._broker_still_intact():
+            return
         for state in self.states.values():
             await self._send_updates(state.full_updates())
         self._last_resync = time.monotonic()
@@ -290,25 +354,15 @@ class CustomerEngine(Service):
         assert self.producer is not None
         checkpoint = state.checkpoint()
         self._seq += 1
-        tag = f"{self.generation}:{self._seq}".encode()
+        tag, records = checkpoint_records(checkpoint, self.generation, self._seq)
         headers = [(CHECKPOINT_HEADER, tag)]
         partition = state.partition
         futures = [
             await self.producer.send(
                 self.changelog, value, key=key, partition=partition, headers=headers
             )
-            for key, value in checkpoint.changelog
+            for key, value in records
         ]
-        marker = {"offsets": checkpoint.offsets, "wm": checkpoint.watermark_us}
-        futures.append(
-            await self.producer.send(
-                self.changelog,
-                orjson.dumps(marker),
-                key=MARKER_KEY,
-                partition=partition,
-                headers=headers,
-            )
-        )
         await asyncio.gather(*futures)
         # Durable: only now may downstream see the values and the offsets move on.
         await self._send_updates(checkpoint.updates, checkpoint)
@@ -340,18 +394,25 @@ class CustomerEngine(Service):
         }
         if offsets:
             try:
-                await self.consumer.commit(offsets)
-            except KafkaError as exc:
-                self._log.warning("commit", "offset commit failed (%s); state is safe", exc)
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await self.consumer.commit(offsets)
+            except (KafkaError, TimeoutError) as exc:
+                self._log.warning(
+                    "commit", "offset commit failed (%s); state is safe", exc.__class__.__name__
+                )
 
     # -- rebalancing -------------------------------------------------------------------
 
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         partitions = {tp.partition for tp in revoked}
         async with self._lock:
+            # A broker that restarted empty forgets the group, so this is the first thing
+            # that runs once it answers again: look before writing to it.
+            owned = bool(partitions & self.states.keys())
+            keep = owned and await self._broker_still_intact()
             for partition in sorted(partitions):
                 state = self.states.pop(partition, None)
-                if state is not None:
+                if state is not None and keep:
                     try:
                         await self._checkpoint(state)
                     except KafkaError:
@@ -362,6 +423,8 @@ class CustomerEngine(Service):
 
     async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         assert self.consumer is not None
+        if self.halted:
+            return
         by_partition: dict[int, set[str]] = {}
         for tp in assigned:
             by_partition.setdefault(tp.partition, set()).add(tp.topic)
@@ -393,6 +456,9 @@ class CustomerEngine(Service):
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Brokers that answer a waiting fetch only when the wait runs out (Tansu) made
+            # every empty changelog partition take a second to recover.
+            fetch_max_wait_ms=duration_ms(self.ctx.settings.fetch_max_wait),
             **aiokafka_options(self.ctx.settings),
         )
         await reader.start()
@@ -402,8 +468,8 @@ class CustomerEngine(Service):
             reader.assign([tp])
             await reader.seek_to_beginning(tp)
             end = (await reader.end_offsets([tp]))[tp]
-            pending: dict[bytes, tuple[bytes, bytes | None]] = {}
-            stale_keys: set[bytes] = set()
+            replay = ChangelogReplay(state)
+            idle = 0
             while True:
                 batch = await reader.getmany(
                     tp,
@@ -412,20 +478,13 @@ class CustomerEngine(Service):
                 )
                 fetched = batch.get(tp, [])
                 for record in fetched:
-                    records += 1
                     tag = dict(record.headers or ()).get(CHECKPOINT_HEADER, b"")
-                    if record.key == MARKER_KEY:
-                        for key, (key_tag, value) in pending.items():
-                            if key_tag == tag:
-                                state.load(key, value)
-                            else:
-                                stale_keys.add(key)
-                        pending.clear()
-                        if record.value is not None:
-                            state.load_marker(orjson.loads(record.value))
-                    elif record.key is not None:
-                        pending[record.key] = (tag, record.value)
+                    replay.feed(record.key, record.value, tag)
                 position = await reader.position(tp)
+                idle = 0 if fetched else idle + 1
+                if position < end and idle >= RECOVERY_STALL_FETCHES:
+                    self._unservable(partition, position, end)
+                    break
                 if position < end or fetched:
                     continue
                 # Read to the end the broker reported: ask again. Tansu has been seen to
@@ -435,11 +494,8 @@ class CustomerEngine(Service):
                 end = (await reader.end_offsets([tp]))[tp]
                 if position >= end:
                     break
-            stale_keys.update(pending)
-            stale = len(stale_keys)
-            for key in stale_keys:
-                state.mark_dirty(key)
-            state.finish_recovery()
+            stale = replay.finish()
+            records = replay.records
         finally:
             await reader.stop()
         logger.info(
@@ -452,5 +508,57 @@ class CustomerEngine(Service):
             time.monotonic() - started,
         )
         # The segment stage may have missed what the last owner sent: resend it all.
-        await self._send_updates(state.full_updates())
+        if not self.halted:
+            await self._send_updates(state.full_updates())
         return state
+
+    # -- a broker that lost its data -----------------------------------------------------
+    #
+    # A broker restarted with an empty store (Tansu keeps everything in memory) has none of
+    # the input, changelog or offsets this state refers to. Writing to it would plant this
+    # state's checkpoints in a changelog that no longer holds their base, so the worker
+    # stops writing at the first sign and restarts (stream_app/app.py, BrokerWatch).
+
+    def _unservable(self, partition: int, position: int, end: int) -> None:
+        logger.error(
+            "changelog partition %d: the broker reports records up to offset %d but serves "
+            "none from offset %d; recovering from what was read. Tansu leaves a partition "
+            "like this when a client wrote to it right after the broker restarted empty: "
+            "restart the broker while nothing writes to it (docs/operations.md)",
+            partition,
+            end,
+            position,
+        )
+
+    def halt(self) -> None:
+        """Stop consuming and never write to the broker again (it lost what we built on)."""
+        if not self.halted:
+            self.halted = True
+            self._pending_offsets.clear()
+            logger.warning(
+                "customer stage halted: its state refers to data the broker no longer holds"
+            )
+
+    async def _broker_still_intact(self) -> bool:
+        """False once the broker is known to have lost its data (then the stage is halted)."""
+        if self.halted:
+            return False
+        if self.broker_intact is not None and not await self.broker_intact():
+            self.halt()
+        return not self.halted
+
+    def _input_shrank(self) -> bool:
+        """Whether the broker reports an input partition shorter than what was already read.
+
+        Kafka never shortens a log, so this means it lost data; a dictionary lookup per
+        owned topic partition, cheap enough for every checkpoint.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        for partition, state in self.states.items():
+            for topic in self.topics:
+                highwater = consumer.highwater(TopicPartition(topic, partition))
+                if highwater is not None and highwater < state.next_fetch(topic):
+                    return True
+        return False
