@@ -21,20 +21,20 @@ import orjson
 import pytest
 import redis
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Alert
 from stream_app.alerts.delivery import ALERTS_KEY, STATE_KEY
 from stream_app.devstack import DevStack, free_port
 from stream_app.eventlog import LogRecord
-from stream_app.kafka import ensure_topics, input_topics
+from stream_app.kafka import ensure_topics
 from stream_app.settings import Settings
 from stream_app.simulate.config import DEFAULT_START, SimulationConfig
 from stream_app.simulate.model import generate
 from stream_app.simulate.scenarios import ChurnSpike
 from stream_app.verify.compare import verify_redis
 from stream_app.verify.reference import filter_records, reference_from_intake
-from tests.conftest import StackEnv, WorkerProcess
+from tests.conftest import StackEnv, WorkerProcess, produce, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -64,31 +64,6 @@ def spike_records() -> list[LogRecord]:
 def occurred_at(record: LogRecord) -> datetime:
     assert record.value is not None
     return datetime.fromisoformat(orjson.loads(record.value)["occurred_at"])
-
-
-def settings_of(stack: StackEnv) -> Settings:
-    env = stack.env()
-    return Settings(
-        app_id=env["KPI_APP_ID"],
-        topic_prefix=env["KPI_TOPIC_PREFIX"],
-        kafka_bootstrap_servers=env["KPI_KAFKA_BOOTSTRAP_SERVERS"],
-        redis_url=env["KPI_REDIS_URL"],
-        topic_partitions=4,
-    )
-
-
-async def produce(settings: Settings, records: list[LogRecord]) -> None:
-    topics = input_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topics[record.event_type], record.value, key=record.key)
-            for record in records
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def kafka_alerts(settings: Settings) -> list[Alert]:
@@ -162,7 +137,7 @@ def transitions(alerts: list[Alert]) -> Counter[tuple[str, str]]:
 
 def test_churn_spike_alerted_once_across_restarts(stack: StackEnv, private_redis: str) -> None:
     stack.redis_url = private_redis
-    settings = settings_of(stack)
+    settings = stack_settings(stack)
     asyncio.run(ensure_topics(settings))
     records = spike_records()
     split = next(
@@ -292,7 +267,7 @@ def test_failing_slow_and_dead_webhooks_leave_kpis_exact(
     stack: StackEnv, private_redis: str
 ) -> None:
     stack.redis_url = private_redis
-    settings = settings_of(stack)
+    settings = stack_settings(stack)
     asyncio.run(ensure_topics(settings))
     records = spike_records()
     dead_port = free_port()

@@ -50,6 +50,16 @@ def _write(log: Log, state: PartitionState, generation: str, seq: int, torn: boo
     log.extend((key, value, tag) for key, value in records)
 
 
+def _checkpointed(
+    log: Log, state: PartitionState, batches: list[list[RawMessage]], generation: str
+) -> PartitionState:
+    """Ingest each batch, then write a complete checkpoint of it to the log."""
+    for seq, batch in enumerate(batches, start=1):
+        state.ingest(batch)
+        _write(log, state, generation, seq)
+    return state
+
+
 def _recover(log: Log) -> tuple[PartitionState, int]:
     state = PartitionState(0, SETTINGS, _clock)
     replay = ChangelogReplay(state)
@@ -84,10 +94,7 @@ def _reference(batches: list[list[RawMessage]]) -> dict[str, Any]:
 def test_a_torn_checkpoint_is_discarded_and_a_new_generation_carries_on() -> None:
     batches = _batches(5)
     log: Log = []
-    first = PartitionState(0, SETTINGS, _clock)
-    for seq, batch in enumerate(batches[:3], start=1):
-        first.ingest(batch)
-        _write(log, first, "g1", seq)
+    first = _checkpointed(log, PartitionState(0, SETTINGS, _clock), batches[:3], "g1")
     first.ingest(batches[3])
     _write(log, first, "g1", 4, torn=True)
 
@@ -108,14 +115,8 @@ def test_a_torn_checkpoint_is_discarded_and_a_new_generation_carries_on() -> Non
 def test_recovery_after_compaction_keeps_every_confirmed_write() -> None:
     batches = _batches(6)
     log: Log = []
-    first = PartitionState(0, SETTINGS, _clock)
-    for seq, batch in enumerate(batches[:3], start=1):
-        first.ingest(batch)
-        _write(log, first, "g1", seq)
-    second, _ = _recover(log)
-    for seq, batch in enumerate(batches[3:], start=1):
-        second.ingest(batch)
-        _write(log, second, "g2", seq)
+    _checkpointed(log, PartitionState(0, SETTINGS, _clock), batches[:3], "g1")
+    _checkpointed(log, _recover(log)[0], batches[3:], "g2")
 
     compacted = _compacted(log)
     assert len(compacted) < len(log)
