@@ -351,7 +351,7 @@ async def measure_latency(
     finally:
         await producer.stop()
         listener.cancel()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await client.aclose()
     latencies = []
     position = 0
