@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from stream_app.customers.partition import (
+    CUSTOMER_RECORD_MAX_BYTES,
     ChangelogReplay,
     PartitionState,
     RawMessage,
@@ -126,3 +129,80 @@ def test_recovery_after_compaction_keeps_every_confirmed_write() -> None:
         recovered, torn = _recover(candidate)
         assert torn == 0
         assert _view(recovered) == _reference(batches)
+
+
+def _one_busy_customer(count: int, start: datetime, first_offset: int = 0) -> list[RawMessage]:
+    """``count`` purchases of one shopper id, 20 s apart (a guest checkout, say)."""
+    topic = input_topics(SETTINGS)["purchase"]
+    messages = []
+    for i in range(count):
+        moment = (start + timedelta(seconds=20 * i)).isoformat().replace("+00:00", "Z")
+        value = orjson.dumps(
+            {
+                "event_id": f"evt-{start:%j}-{i:08d}-0123456789abcdef",
+                "customer_id": "guest",
+                "occurred_at": moment,
+                "order_id": f"order-{start:%j}-{i}",
+                "amount": "12.50",
+                "currency": SETTINGS.reporting_currency,
+            }
+        )
+        messages.append(RawMessage("purchase", topic, 0, first_offset + i, b"guest", value))
+    return messages
+
+
+def test_a_customer_too_big_for_one_record_is_split_and_recovered() -> None:
+    """12,000 events of one customer are about 1 MB: Kafka's default record limit."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    batches = [_one_busy_customer(12_000, start)]
+    log: Log = []
+    state = _checkpointed(log, PartitionState(0, SETTINGS, _clock), batches, "g1")
+    assert state.customers["guest"].parts >= 3
+    assert all(len(value or b"") <= CUSTOMER_RECORD_MAX_BYTES for _k, value, _t in log)
+    for candidate in (log, _compacted(log)):
+        recovered, torn = _recover(candidate)
+        assert torn == 0
+        assert len(recovered.customers["guest"].events) == 12_000
+        assert _view(recovered) == _reference(batches)
+
+    # 40 days on, the old events fold into the base state: the parts they filled go away.
+    later = start + timedelta(days=40)
+    batches.append(_one_busy_customer(10, later, first_offset=12_000))
+    state.ingest(batches[1])
+    tag, records = checkpoint_records(state.checkpoint(), "g1", 2)
+    log.extend((key, value, tag) for key, value in records)
+    assert state.customers["guest"].parts == 0
+    tombstones = [key for key, value in records if value is None and key.startswith(b"e:")]
+    assert len(tombstones) >= 3
+    for candidate in (log, _compacted(log)):
+        recovered, torn = _recover(candidate)
+        assert torn == 0
+        assert len(recovered.customers["guest"].events) == 10
+        assert _view(recovered) == _reference(batches)
+
+
+def test_a_torn_checkpoint_of_a_big_customer_keeps_the_previous_one() -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    first, second = (
+        _one_busy_customer(6_000, start),
+        _one_busy_customer(6_000, start + timedelta(seconds=20 * 6_000), first_offset=6_000),
+    )
+    log: Log = []
+    state = _checkpointed(log, PartitionState(0, SETTINGS, _clock), [first], "g1")
+    state.ingest(second)
+    _write(log, state, "g1", 2, torn=True)
+    recovered, torn = _recover(log)
+    assert torn > 0
+    assert _view(recovered) == _reference([first])
+    # The next owner's first checkpoint rewrites (or, for parts it does not have, deletes)
+    # every torn key, so no later recovery finds them again.
+    _write(log, recovered, "g2", 1)
+    again, torn = _recover(log)
+    assert torn == 0
+    assert _view(again) == _reference([first])
+    # It then reads the rest again.
+    again.ingest(second)
+    _write(log, again, "g3", 1)
+    final, torn = _recover(log)
+    assert torn == 0
+    assert _view(final) == _reference([first, second])

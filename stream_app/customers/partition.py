@@ -27,6 +27,12 @@ from stream_app.settings import Settings, duration_ms, format_duration
 logger = logging.getLogger(__name__)
 
 CUSTOMER_PREFIX = b"c:"
+# The further events of a customer too big for one record: ``e:<index>|<customer>``.
+PART_PREFIX = b"e:"
+# A customer record's events per changelog record at most this many bytes (about): Kafka
+# refuses records over 1 MB by default, and one shopper id can carry 100,000 events a month
+# (a guest checkout, a bot, a busy business account).
+CUSTOMER_RECORD_MAX_BYTES = 256 * 1024
 PARTIAL_PREFIX = b"p:"
 # A checkpoint's marker: the prefix plus the writer's generation. Compaction keeps the newest
 # record of each key, so one key per generation keeps each generation's last marker, which
@@ -118,6 +124,9 @@ class PartitionState:
         # Next offset fetched per topic, and the newest event time offered per topic.
         self._fetched: dict[str, int] = {}
         self.heads: dict[str, int] = {}
+        # Recovery only: events of big customers' part records, by customer and part index.
+        self._loaded_parts: dict[str, dict[int, list[StoredEvent]]] = {}
+        self._stray_parts: set[bytes] = set()
 
     # -- processing --------------------------------------------------------------------
 
@@ -285,8 +294,9 @@ class PartitionState:
         self._expire()
         changelog: list[tuple[bytes, bytes | None]] = []
         for customer in self._dirty_customers:
-            record = self.customers[customer]
-            changelog.append((CUSTOMER_PREFIX + customer.encode(), orjson.dumps(record.to_json())))
+            changelog.extend(customer_records(customer, self.customers[customer]))
+        changelog.extend((key, None) for key in sorted(self._stray_parts))
+        self._stray_parts.clear()
         by_segment: dict[str, list[tuple[str, int, list[int] | None]]] = {}
         for spec_name, segment, k in sorted(self._dirty_entries):
             vector = self.partials[(spec_name, segment)].diffs.get(k)
@@ -357,6 +367,13 @@ class PartitionState:
                 self.customers.pop(customer, None)
             else:
                 self.customers[customer] = CustomerRecord.from_json(orjson.loads(value))
+        elif key.startswith(PART_PREFIX):
+            index, customer = _parse_part_key(key)
+            parts = self._loaded_parts.setdefault(customer, {})
+            if value is None:
+                parts.pop(index, None)
+            else:
+                parts[index] = orjson.loads(value)["ev"]
         elif key.startswith(PARTIAL_PREFIX):
             spec_name, segment, k = _parse_partial_key(key)
             array = self.partials.setdefault((spec_name, segment), DiffArray())
@@ -373,8 +390,16 @@ class PartitionState:
 
     def mark_dirty(self, key: bytes) -> None:
         """Rewrite this key at the next checkpoint (it had a torn, uncommitted write)."""
-        if key.startswith(CUSTOMER_PREFIX):
-            customer = key[len(CUSTOMER_PREFIX) :].decode()
+        if key.startswith(CUSTOMER_PREFIX) or key.startswith(PART_PREFIX):
+            if key.startswith(CUSTOMER_PREFIX):
+                customer = key[len(CUSTOMER_PREFIX) :].decode()
+            else:
+                index, customer = _parse_part_key(key)
+                record = self.customers.get(customer)
+                if record is None or index > record.parts:
+                    # A torn write of a part the customer does not have: nothing would ever
+                    # overwrite it, so a tombstone does.
+                    self._stray_parts.add(key)
             if customer in self.customers:
                 self._dirty_customers.add(customer)
         elif key.startswith(PARTIAL_PREFIX):
@@ -383,6 +408,15 @@ class PartitionState:
             self._dirty_entries.add((spec_name, segment, k))
 
     def finish_recovery(self) -> None:
+        for customer, record in self.customers.items():
+            if record.parts:
+                # The head names how many parts count: parts beyond it are left over from a
+                # time the customer had more events.
+                parts = self._loaded_parts.get(customer, {})
+                for index in range(1, record.parts + 1):
+                    record.events.extend(parts.get(index, ()))
+                record.ids.update(event[2] for event in record.events)
+        self._loaded_parts.clear()
         for array in self.partials.values():
             array.take_dirty()
 
@@ -438,6 +472,52 @@ class ChangelogReplay:
         self._pending.clear()
         self.state.finish_recovery()
         return torn
+
+
+def customer_records(customer: str, record: CustomerRecord) -> list[tuple[bytes, bytes | None]]:
+    """A customer's changelog records: one, or a head and parts when it is too big for one.
+
+    The head carries the states, the first events and the number of parts; parts a record
+    used to have beyond that get a tombstone so that compaction drops them.
+    """
+    key = CUSTOMER_PREFIX + customer.encode()
+    value = orjson.dumps(record.to_json())
+    previous_parts = record.parts
+    if len(value) <= CUSTOMER_RECORD_MAX_BYTES:
+        record.parts = 0
+        records: list[tuple[bytes, bytes | None]] = [(key, value)]
+    else:
+        events = record.events
+        # Sized from the average event, then halved until every piece fits: event sizes
+        # differ (ids and campaigns are up to 128 characters).
+        per_piece = max(1, len(events) * CUSTOMER_RECORD_MAX_BYTES // len(value))
+        while True:
+            pieces = [events[i : i + per_piece] for i in range(0, len(events), per_piece)]
+            head = orjson.dumps({**record.to_json(), "ev": pieces[0], "parts": len(pieces) - 1})
+            encoded = [orjson.dumps({"ev": piece}) for piece in pieces[1:]]
+            if per_piece == 1 or all(
+                len(item) <= CUSTOMER_RECORD_MAX_BYTES for item in (head, *encoded)
+            ):
+                break
+            per_piece //= 2
+        record.parts = len(pieces) - 1
+        records = [(key, head)]
+        records.extend(
+            (_part_key(index, customer), value) for index, value in enumerate(encoded, start=1)
+        )
+    records.extend(
+        (_part_key(index, customer), None) for index in range(record.parts + 1, previous_parts + 1)
+    )
+    return records
+
+
+def _part_key(index: int, customer: str) -> bytes:
+    return PART_PREFIX + f"{index}|{customer}".encode()
+
+
+def _parse_part_key(key: bytes) -> tuple[int, str]:
+    index, customer = key[len(PART_PREFIX) :].decode().split("|", 1)
+    return int(index), customer
 
 
 def _partial_key(spec_name: str, segment: str, k: int) -> bytes:

@@ -159,13 +159,15 @@ def fold(
 class CustomerRecord:
     """A customer's retained events (sorted), the state before them, and the state after."""
 
-    __slots__ = ("base", "end", "events", "ids")
+    __slots__ = ("base", "end", "events", "ids", "parts")
 
-    def __init__(self, events: list[StoredEvent], base: State, end: State) -> None:
+    def __init__(self, events: list[StoredEvent], base: State, end: State, parts: int = 0) -> None:
         self.events = events
         self.base = base
         self.end = end
         self.ids = {event[2] for event in events}
+        # Changelog records beyond the first that hold this customer's events (a big one).
+        self.parts = parts
 
     @classmethod
     def new(cls) -> CustomerRecord:
@@ -176,7 +178,7 @@ class CustomerRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CustomerRecord:
-        return cls(data["ev"], data["base"], data["end"])
+        return cls(data["ev"], data["base"], data["end"], data.get("parts", 0))
 
     def apply(
         self,
