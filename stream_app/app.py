@@ -45,7 +45,7 @@ ALERT_TICK_S = 1.0
 SENTINEL_CHECK_S = 1.0
 
 # Called once when the broker is found to have lost its data, with the reason logged.
-BrokerLost = Callable[[str], None]
+Restart = Callable[[str], None]
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,14 @@ def create_app(
     clock: Clock = utc_now,
     metrics: Metrics | None = None,
     rules: Sequence[ThresholdRule] | None = None,
-    on_broker_lost: BrokerLost | None = None,
+    restart: Restart | None = None,
 ) -> faust.App:
     """Build the worker's Faust app: customer stage, segment stage, publisher, alerts, web.
 
     ``rules`` default to those of ``KPI_ALERT_RULES_FILE``; a bad file raises ``RulesError``.
-    ``on_broker_lost`` is called once the broker lost its data (the worker restarts then);
-    without it the worker only halts its customer stage.
+    ``restart`` is called, with the reason, when the worker must start again: the broker
+    lost its data, or the customer stage could not write its checkpoint. Without it the
+    worker only halts its customer stage.
     """
     ctx = AppContext(settings=settings, metrics=metrics or Metrics(), clock=clock)
     app = KpiApp(
@@ -94,8 +95,8 @@ def create_app(
     )
     app.kpi_context = ctx  # type: ignore[attr-defined]
 
-    watch = BrokerWatch(ctx, on_broker_lost)
-    app.service(_bound_engine(app, ctx, watch))
+    watch = BrokerWatch(ctx, restart)
+    app.service(_bound_engine(app, ctx, watch, restart))
     _register_broker_watch(app, watch)
     segment_agent.register(app, ctx, ctx.store)
     owned = _owned_partitions(app, settings)
@@ -126,10 +127,14 @@ def _redis_client(settings: Settings) -> aioredis.Redis:
     )
 
 
-def _bound_engine(app: faust.App, ctx: AppContext, watch: BrokerWatch) -> type[CustomerEngine]:
+def _bound_engine(
+    app: faust.App, ctx: AppContext, watch: BrokerWatch, restart: Restart | None
+) -> type[CustomerEngine]:
     class BoundCustomerEngine(CustomerEngine):
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(app, ctx, broker_intact=watch.intact, **kwargs)
+            super().__init__(
+                app, ctx, broker_intact=watch.intact, on_write_failed=restart, **kwargs
+            )
             ctx.engine = self
 
     return BoundCustomerEngine
@@ -237,7 +242,7 @@ class BrokerWatch:
     and builds its state from what the broker holds now.
     """
 
-    def __init__(self, ctx: AppContext, on_lost: BrokerLost | None) -> None:
+    def __init__(self, ctx: AppContext, on_lost: Restart | None) -> None:
         self.ctx = ctx
         token = f"{ctx.settings.app_id}/{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(6)}"
         self.sentinel = BrokerSentinel(ctx.settings, token)

@@ -83,8 +83,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.set_event_loop(asyncio.new_event_loop())
     restarting: list[str] = []
 
-    def on_broker_lost(reason: str) -> None:
-        # Everything this process holds refers to logs the broker no longer has; a fresh
+    def restart(reason: str) -> None:
+        # What this process holds is either gone from the broker or not durable; a fresh
         # start rebuilds it all (topics, group, changelogs, Faust's offsets and table).
         restarting.append(reason)
         logger.error(
@@ -98,7 +98,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             _restart_process()
         _exit_now()
 
-    app = create_app(settings, rules=rules, on_broker_lost=on_broker_lost)
+    app = create_app(settings, rules=rules, restart=restart)
 
     class Worker(faust.Worker):
         """A Faust worker whose graceful stop is bounded (Faust can hang if Kafka is gone)."""

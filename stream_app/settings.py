@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     # Longest wait of a Kafka fetch for new data: bounds latency on brokers that do not
     # answer a waiting fetch as soon as data arrives.
     fetch_max_wait: Duration = timedelta(milliseconds=100)
+    # How long a customer-stage write (checkpoint, dead letter) may wait for the broker;
+    # after that the worker restarts from its last complete checkpoint.
+    write_timeout: Duration = timedelta(seconds=40)
     # How often the customer stage resends its whole state to the segment stage.
     resync_interval: Duration = timedelta(minutes=1)
     stream_maxlen: Annotated[int, Field(ge=100)] = 100_000
@@ -333,6 +336,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "checkpoint_interval_backlog: must be between checkpoint_interval and 1m"
             )
+        if not timedelta(seconds=1) <= self.write_timeout <= timedelta(minutes=10):
+            raise ValueError("write_timeout: must be between 1s and 10m")
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):

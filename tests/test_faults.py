@@ -8,6 +8,8 @@ import base64
 import json
 import os
 import random
+import re
+import signal
 import time
 import urllib.error
 from collections import Counter
@@ -298,6 +300,48 @@ def test_broker_restarted_empty_is_reported_and_counting_restarts_from_what_it_h
 
     final = worker.log_path.read_text(errors="replace")
     assert final.count("starting the worker again") == 1, "restarted more than once"
+    assert worker.popen.poll() is None
+
+
+def test_a_broker_frozen_past_the_write_timeout_restarts_the_worker_exactly(
+    private_broker: RestartableBroker, restart_stack: StackEnv
+) -> None:
+    """Checkpoint writes that time out: the worker restarts from its last complete one."""
+    stack = restart_stack
+    stack.extra[RESYNC] = QUICK_RESYNC
+    stack.extra["KPI_WRITE_TIMEOUT"] = "2s"
+    settings = stack_settings(stack)
+    worker = stack.start_worker()
+    worker.wait_assigned(partitions=4)
+    records = _simulated(
+        SimulationConfig(
+            seed=71, duration=timedelta(days=10), customers=1_500, events_target=40_000
+        )
+    )
+    asyncio.run(produce(settings, records))
+    # Frozen while the worker is busy with them (it has read some, not all): a broker that
+    # stops answering, as in a long GC pause or a network partition, and keeps its data.
+    deadline = time.monotonic() + 60
+    while sum(_counted(worker).values()) == 0:
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.02)
+    broker = private_broker.stack.processes[0].popen
+    broker.send_signal(signal.SIGSTOP)
+    try:
+        log = _wait_for_log(worker, "could not write to Kafka", timeout_s=60)
+        time.sleep(2.0)
+    finally:
+        broker.send_signal(signal.SIGCONT)
+    # The error says what failed and what it means.
+    assert re.search(r"could not write to Kafka \(\w+Error: .*\); its state since the last", log)
+    _wait_for_log(worker, "starting the worker again", timeout_s=60)
+    worker.wait_assigned(partitions=4)
+
+    report = verify_until_clean(settings, filter_records(records, settings), [worker], 180)
+    assert not report.mismatches, describe(report)
+    final = worker.log_path.read_text(errors="replace")
+    assert final.count("starting the worker again") == 1, "restarted more than once"
+    assert "lost its data" not in final  # the broker kept it: no empty-broker alarm
     assert worker.popen.poll() is None
 
 

@@ -86,10 +86,12 @@ class CustomerEngine(Service):
         ctx: AppContext,
         *,
         broker_intact: BrokerCheck | None = None,
+        on_write_failed: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.broker_intact = broker_intact
+        self.on_write_failed = on_write_failed
         self.halted = False
         self.app = app
         self.ctx = ctx
@@ -125,6 +127,7 @@ class CustomerEngine(Service):
         self.producer = AIOKafkaProducer(
             acks="all",
             linger_ms=5,
+            request_timeout_ms=duration_ms(settings.write_timeout),
             max_batch_size=1024 * 1024,
             max_request_size=DEAD_LETTER_MAX_BYTES,
             **options,
@@ -180,19 +183,42 @@ class CustomerEngine(Service):
                 self._log.warning("fetch", "fetch failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)
                 continue
-            async with self._lock:
-                if self.should_stop or self.halted:
-                    break  # on_stop made the final checkpoint and is closing the clients
-                # Here, not at the fetch: a batch fetched while the assignment was still
-                # recovering waits for the lock, and its work starts only now.
-                if batch and self.first_input_at is None:
-                    self.first_input_at = self.ctx.clock()
-                if batch or any(state.buffered for state in self.states.values()):
-                    await self._process(batch)
-                if self._checkpoint_due():
-                    await self._checkpoint_all()
-                    if time.monotonic() - self._last_resync >= self._resync_every_s:
-                        await self._resync_all()
+            try:
+                async with self._lock:
+                    if self.should_stop or self.halted:
+                        break  # on_stop made the final checkpoint and is closing the clients
+                    # Here, not at the fetch: a batch fetched while the assignment was still
+                    # recovering waits for the lock, and its work starts only now.
+                    if batch and self.first_input_at is None:
+                        self.first_input_at = self.ctx.clock()
+                    if batch or any(state.buffered for state in self.states.values()):
+                        await self._process(batch)
+                    if self._checkpoint_due():
+                        await self._checkpoint_all()
+                        if time.monotonic() - self._last_resync >= self._resync_every_s:
+                            await self._resync_all()
+            except KafkaError as exc:
+                self._write_failed(exc)
+                break
+
+    def _write_failed(self, exc: KafkaError) -> None:
+        """A write the producer gave up on: what was not checkpointed is not durable.
+
+        Carrying on would mark offsets done whose state never reached the changelog, and
+        the dirty sets were already handed to the failed checkpoint. A restart rebuilds the
+        state from the last complete checkpoint and reads the input again from its offsets,
+        which keeps every KPI exact.
+        """
+        reason = (
+            f"the customer stage could not write to Kafka ({exc.__class__.__name__}: {exc}); "
+            "its state since the last complete checkpoint is not durable"
+        )
+        logger.error("%s", reason)
+        self.halt("a checkpoint or dead letter could not be written")
+        if self.on_write_failed is not None:
+            self.on_write_failed(reason)
+        else:
+            logger.error("the customer stage has stopped; restart the worker")
 
     # -- processing --------------------------------------------------------------------
 
@@ -359,13 +385,22 @@ class CustomerEngine(Service):
         tag, records = checkpoint_records(checkpoint, self.generation, self._seq)
         headers = [(CHECKPOINT_HEADER, tag)]
         partition = state.partition
+        *writes, (marker_key, marker) = records
         futures = [
             await self.producer.send(
                 self.changelog, value, key=key, partition=partition, headers=headers
             )
-            for key, value in records
+            for key, value in writes
         ]
         await asyncio.gather(*futures)
+        # The marker only once every write is acknowledged: a batch the producer gives up on
+        # is dropped while later batches still go out (on a retry, or the flush at stop), so
+        # a marker sent along with them could confirm a checkpoint that misses records.
+        await (
+            await self.producer.send(
+                self.changelog, marker, key=marker_key, partition=partition, headers=headers
+            )
+        )
         # Durable: only now may downstream see the values and the offsets move on.
         await self._send_updates(checkpoint.updates, checkpoint)
         return checkpoint
@@ -536,14 +571,12 @@ class CustomerEngine(Service):
             position,
         )
 
-    def halt(self) -> None:
+    def halt(self, why: str = "its state refers to data the broker no longer holds") -> None:
         """Stop consuming and never write to the broker again (it lost what we built on)."""
         if not self.halted:
             self.halted = True
             self._pending_offsets.clear()
-            logger.warning(
-                "customer stage halted: its state refers to data the broker no longer holds"
-            )
+            logger.warning("customer stage halted: %s", why)
 
     async def _broker_still_intact(self) -> bool:
         """False once the broker is known to have lost its data (then the stage is halted)."""
