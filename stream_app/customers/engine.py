@@ -215,6 +215,8 @@ class CustomerEngine(Service):
         )
         logger.error("%s", reason)
         self.halt("a checkpoint or dead letter could not be written")
+        if self.should_stop:
+            return  # stopping anyway (a stop asked for is a stop); the next start recovers
         if self.on_write_failed is not None:
             self.on_write_failed(reason)
         else:
