@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import random
 import re
 import signal
@@ -59,8 +58,6 @@ pytestmark = pytest.mark.integration
 # stage's anti-entropy resync heals that (docs/operations.md); after a restart the tests wait
 # for it, so it runs every few seconds here instead of every minute.
 RESYNC, QUICK_RESYNC = "KPI_RESYNC_INTERVAL", "5s"
-# The slowest scenarios run only under `make chaos`, which sets this (the suite's time budget).
-CHAOS = os.environ.get("KPI_CHAOS") == "1"
 
 
 @pytest.fixture
@@ -411,9 +408,6 @@ def _malformed_mix() -> tuple[list[LogRecord], list[LogRecord]]:
     return stream, bad
 
 
-@pytest.mark.skipif(
-    not CHAOS, reason="200,000 messages take about 90 s on 2 cores: `make chaos` runs this"
-)
 def test_a_flood_of_malformed_messages_is_dead_lettered_one_for_one(
     stack: StackEnv, own_redis: str
 ) -> None:
