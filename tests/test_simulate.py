@@ -241,6 +241,29 @@ def test_disorder_zero_gives_event_time_order() -> None:
     assert all(b >= a - timedelta(seconds=1) for a, b in itertools.pairwise(times))
 
 
+def test_the_stream_clock_follows_the_model_so_real_time_runs_send_evenly() -> None:
+    """A real-time player sends each record at its ``stream_ms``: never early, never bunched.
+
+    When the clock was the newest ``occurred_at`` emitted, it stood still while reordered
+    events came out minutes late, then jumped: here 52 records shared one instant, and a
+    live demo went 30 s without a single event.
+    """
+    config = SimulationConfig(
+        seed=3, customers=2000, duration=timedelta(days=1), events_target=20_000, **FAULTS
+    )
+    emissions = list(Simulation(config).emissions())
+    stream = [e.stream_ms for e in emissions]
+    assert stream == sorted(stream)
+    for emission in emissions:
+        parsed = _parse(emission.record)
+        if emission.kind == "event" and not isinstance(parsed, Rejection):
+            assert parsed.occurred_at <= config.start + timedelta(milliseconds=emission.stream_ms)
+    sharing = Counter(stream)
+    del sharing[stream[-1]]  # what the reorderer still holds at the end leaves at once
+    assert max(sharing.values()) <= 20
+    assert len(stream) / len(sharing) < 3
+
+
 def test_offsets_vary_and_amounts_are_decimal_strings(faulty: Run) -> None:
     offsets: Counter[str] = Counter()
     for emission in faulty.emissions:

@@ -46,8 +46,9 @@ def _ms(delta: timedelta) -> int:
 class Emission:
     """One record as it leaves the simulator, with what it is and the stream's event time.
 
-    ``stream_ms`` is the newest on-time ``occurred_at`` emitted so far (ms since the start):
-    the clock a real-time player paces by. ``detail`` names the fault kind of a bad record.
+    ``stream_ms`` is the simulation's clock when the record leaves (ms since the start): the
+    newest event time the model has reached, never before the record's own ``occurred_at``.
+    A real-time player paces by it. ``detail`` names the fault kind of a bad record.
     """
 
     record: LogRecord
@@ -114,7 +115,8 @@ class FaultInjector:
         self._rng = rng
         self._stats = stats
         self._tag = run_tag
-        self._max_ms = -1
+        self._max_ms = -1  # the newest on-time occurred_at emitted
+        self._clock_ms = -1
         self._count = 0
         self._pending: list[_PendingDuplicate] = []
         self._seq = 0
@@ -149,17 +151,23 @@ class FaultInjector:
     def bad_kinds(self) -> list[str]:
         return list(self._bad_kinds)
 
-    def emit(self, event: ModelEvent) -> Iterator[Emission]:
-        """Records for one on-time event, in stream order."""
+    def emit(self, event: ModelEvent, clock_ms: int = -1) -> Iterator[Emission]:
+        """Records for one on-time event, in stream order; ``clock_ms``: the model's clock.
+
+        Pacing by the newest ``occurred_at`` emitted instead would bunch a live stream:
+        reordered events leave minutes after they happened, so that time stands still
+        until an event with little delay comes out, then everything held back goes at once.
+        """
         yield from self._due_duplicates(max(self._max_ms, event.at_ms))
         if event.customer not in self._known_index:
             self._known_index.add(event.customer)
             self._known.append(str(event.payload["customer_id"]))
         record = LogRecord(event.event_type, event.key, event.value)
         self._max_ms = max(self._max_ms, event.at_ms)
+        self._clock_ms = max(self._clock_ms, self._max_ms, clock_ms)
         self._count += 1
         self._note_event(event)
-        yield Emission(record, "event", self._max_ms)
+        yield Emission(record, "event", self._clock_ms)
 
         rng, config = self._rng, self._config
         if config.duplicates and rng.random() < config.duplicates:
@@ -171,12 +179,12 @@ class FaultInjector:
             self._bad_count += 1
             self._count += 1
             self._stats.bad[kind] += 1
-            yield Emission(self._builders[kind](event), "bad", self._max_ms, kind)
+            yield Emission(self._builders[kind](event), "bad", self._clock_ms, kind)
         if config.late and self._max_ms >= self._late_after and rng.random() < config.late:
             late = self._late_event()
             self._count += 1
             self._stats.late_by_type[late.event_type] += 1
-            yield Emission(late, "late", self._max_ms, late.event_type)
+            yield Emission(late, "late", self._clock_ms, late.event_type)
 
     def finish(self) -> Iterator[Emission]:
         """The re-sends still queued when the events run out."""
@@ -214,7 +222,7 @@ class FaultInjector:
     def _duplicate(self, dup: _PendingDuplicate) -> Emission:
         self._count += 1
         self._stats.duplicates += 1
-        return Emission(dup.record, "duplicate", self._max_ms)
+        return Emission(dup.record, "duplicate", self._clock_ms)
 
     # -- late events ----------------------------------------------------------------------
 

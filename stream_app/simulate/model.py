@@ -86,11 +86,13 @@ class Simulation:
         )
         reorder = Reorderer(config.disorder, self._order_rng)
         faults = FaultInjector(config, self._fault_rng, self.stats, self.run_tag)
+        clock_ms = -1
         for event in model.events():
+            clock_ms = event.at_ms
             for ready in reorder.push(event):
-                yield from faults.emit(ready)
+                yield from faults.emit(ready, clock_ms)
         for ready in reorder.flush():
-            yield from faults.emit(ready)
+            yield from faults.emit(ready, clock_ms)
         yield from faults.finish()
 
     def records(self) -> Iterator[LogRecord]:
