@@ -77,6 +77,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._engine.on_assigned(assigned)
 
 
+Headers = list[tuple[str, bytes]]
+
+
 class CustomerEngine(Service):
     """Consumes the input topics in batches; owns the partitions its consumer is assigned."""
 
@@ -388,13 +391,7 @@ class CustomerEngine(Service):
         headers = [(CHECKPOINT_HEADER, tag)]
         partition = state.partition
         *writes, (marker_key, marker) = records
-        futures = [
-            await self.producer.send(
-                self.changelog, value, key=key, partition=partition, headers=headers
-            )
-            for key, value in writes
-        ]
-        await asyncio.gather(*futures)
+        await asyncio.gather(*await self._send_batches(partition, writes, headers))
         # The marker only once every write is acknowledged: a batch the producer gives up on
         # is dropped while later batches still go out (on a retry, or the flush at stop), so
         # a marker sent along with them could confirm a checkpoint that misses records.
@@ -406,6 +403,31 @@ class CustomerEngine(Service):
         # Durable: only now may downstream see the values and the offsets move on.
         await self._send_updates(checkpoint.updates, checkpoint)
         return checkpoint
+
+    async def _send_batches(
+        self, partition: int, records: list[tuple[bytes, bytes | None]], headers: Headers
+    ) -> list[asyncio.Future[Any]]:
+        """Hand changelog records to the producer a whole batch at a time.
+
+        A checkpoint writes thousands of records to one partition; ``send`` per record cost
+        a busy worker more than building the checkpoint did.
+        """
+        assert self.producer is not None
+        futures = []
+        batch = self.producer.create_batch()
+        for key, value in records:
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                futures.append(
+                    await self.producer.send_batch(batch, self.changelog, partition=partition)
+                )
+                batch = self.producer.create_batch()
+                # A first record always fits: a batch takes one record of any size.
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
+        if batch.record_count():
+            futures.append(
+                await self.producer.send_batch(batch, self.changelog, partition=partition)
+            )
+        return futures
 
     async def _send_updates(
         self, updates: list[PartialUpdate], checkpoint: Checkpoint | None = None
