@@ -37,8 +37,8 @@ from stream_app.settings import Settings, duration_ms
 from stream_app.transport import KpiApp
 
 # The publisher looks for due snapshots this often; each (window, segment) is still
-# published at most once per KPI_PUBLISH_INTERVAL.
-PUBLISH_TICK_S = 0.2
+# published at most once per KPI_PUBLISH_INTERVAL. A due snapshot waits up to one tick.
+PUBLISH_TICK_S = 0.05
 # Alerts look for closed buckets this often (they close at most every step, usually hourly).
 ALERT_TICK_S = 1.0
 # Each worker looks this often whether the broker still holds its sentinel record.

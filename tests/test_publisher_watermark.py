@@ -76,3 +76,49 @@ async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> 
     assert await publisher.tick() == 0
     sync.close()
     await client.aclose()
+
+
+def _signup(customer: str, offset: int, at: datetime) -> RawMessage:
+    value = {"event_id": f"e-{customer}", "customer_id": customer, "occurred_at": at.isoformat()}
+    return RawMessage("signup", "t", 0, offset, customer.encode(), orjson.dumps(value))
+
+
+async def test_a_changing_snapshot_goes_out_once_per_interval_not_a_tick_later(
+    private_redis: str,
+) -> None:
+    """Due one interval after the tick that last wrote it, however long that write took.
+
+    The interval used to run from the end of the write; the tick one interval later then
+    always found it a few ms short, and live snapshots came every interval plus a tick.
+    """
+    settings = Settings(redis_url=private_redis, publish_interval=timedelta(seconds=1))
+    state = PartitionState(0, settings, lambda: T0)
+    store = SegmentStore()
+    now = [100.0]
+
+    def add(customer: str, offset: int) -> None:
+        state.ingest([_signup(customer, offset, T0 + timedelta(seconds=offset))])
+        for update in state.checkpoint().updates:
+            store.apply_update(orjson.loads(update.to_bytes()), 0)
+
+    async def slow_kafka_send(key: bytes, value: bytes) -> None:
+        now[0] += 0.01  # the round's writes take time: 8 snapshots, 80 ms
+
+    client = aioredis.Redis.from_url(private_redis)
+    publisher = Publisher(
+        settings, store, client, slow_kafka_send, lambda: {0}, Metrics(), lambda: T0,
+        monotonic=lambda: now[0],
+    )  # fmt: skip
+    add("c1", 0)
+    assert await publisher.tick() == 4 * 2  # 4 windows x (all, region:unknown)
+    add("c2", 1)
+    for at in (100.05, 100.5, 100.95):
+        now[0] = at
+        assert await publisher.tick() == 0, f"published again {at - 100:.2f} s later"
+    now[0] = 101.0
+    assert await publisher.tick() == 4 * 2
+    new_customers = orjson.loads(
+        redis.Redis.from_url(private_redis).hget("kpi:1h:all", "new_customers")
+    )
+    assert new_customers == 2
+    await client.aclose()

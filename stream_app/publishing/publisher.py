@@ -80,6 +80,7 @@ class Publisher:
         owned: Callable[[], set[int]],
         metrics: Metrics,
         clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -88,6 +89,7 @@ class Publisher:
         self.owned = owned
         self.metrics = metrics
         self.clock = clock
+        self.monotonic = monotonic
         self.specs = [Spec.from_window(window) for window in settings.windows]
         self.interval_s = duration_ms(settings.publish_interval) / 1000
         self.history_interval_s = max(HISTORY_INTERVAL_S, self.interval_s)
@@ -108,7 +110,7 @@ class Publisher:
 
     async def tick(self) -> int:
         """Publish every snapshot that is due; returns how many current snapshots went out."""
-        now = time.monotonic()
+        now = self.monotonic()
         self.last_tick_at = now
         if now < self._backoff_until:
             return 0
@@ -131,7 +133,7 @@ class Publisher:
         if not work:
             return 0
         try:
-            sent = await self._write(work, updated_at)
+            sent = await self._write(work, updated_at, now)
         except (RedisError, OSError) as exc:
             if self.pending_since is None:
                 self.pending_since = now
@@ -179,6 +181,8 @@ class Publisher:
         published = self._published.get(key)
         if published is None:
             published = self._published[key] = _Published()
+        if now - published.at < self.interval_s:
+            return None  # what changed meanwhile is still marked, and goes out when due
         k = spec.current_index(watermark_us)
         # Both bounds hold: what the customer stage still keeps exact, and the history length.
         oldest = max(
@@ -204,8 +208,6 @@ class Publisher:
         published.history = pending
         moved = published.watermark != watermark_us
         if pending is None and published.k == k and not moved:
-            return None
-        if now - published.at < self.interval_s:
             return None
         current = totals.value_at(k)
         vector = current if (published.k != k or current != published.vector) else None
@@ -244,6 +246,7 @@ class Publisher:
         self,
         work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]],
         updated_at: datetime,
+        tick_at: float,
     ) -> int:
         at = updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         pipe = self.redis.pipeline(transaction=False)
@@ -301,7 +304,9 @@ class Publisher:
         self._observe_latency(max(written))
         for payload_key, data in outgoing:
             await self.kafka_send(payload_key, data)
-        now = time.monotonic()
+        # The tick's start, not the end of the writes: the next tick one interval later is
+        # due. Stamped after a write of tens of ms, every key waited a tick more (1.2 s).
+        now = tick_at
         for (_aggregate, _spec, published, k, vector, history), watermark in zip(
             work, written, strict=True
         ):
