@@ -151,7 +151,7 @@ class FaultInjector:
     def bad_kinds(self) -> list[str]:
         return list(self._bad_kinds)
 
-    def emit(self, event: ModelEvent, clock_ms: int = -1) -> Iterator[Emission]:
+    def emit(self, event: ModelEvent, clock_ms: int) -> Iterator[Emission]:
         """Records for one on-time event, in stream order; ``clock_ms``: the model's clock.
 
         Pacing by the newest ``occurred_at`` emitted instead would bunch a live stream:
