@@ -32,7 +32,6 @@ from stream_app.customers.partition import (
     Checkpoint,
     PartialUpdate,
     PartitionState,
-    RawMessage,
     checkpoint_records,
 )
 from stream_app.kafka import (
@@ -228,22 +227,17 @@ class CustomerEngine(Service):
     # -- processing --------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        by_partition: dict[int, list[RawMessage]] = {}
+        by_partition: dict[int, list[tuple[EventType, list[Any]]]] = {}
         for tp, records in batch.items():
-            event_type = self.topics[tp.topic]
-            messages = by_partition.setdefault(tp.partition, [])
-            messages.extend(
-                RawMessage(event_type, tp.topic, tp.partition, r.offset, r.key, r.value)
-                for r in records
-            )
+            by_partition.setdefault(tp.partition, []).append((self.topics[tp.topic], records))
         metrics = self.ctx.metrics
         dead: list[DeadLetter] = []
-        for partition, messages in by_partition.items():
+        for partition, runs in by_partition.items():
             state = self.states.get(partition)
             if state is None:
                 # Revoked between fetch and now; the new owner reads these again.
                 continue
-            offered = state.offer(messages)
+            offered = state.offer_runs(runs)
             dead.extend(offered.dead_letters)
             if offered.duplicates:
                 metrics.duplicates.inc(offered.duplicates)
