@@ -79,6 +79,13 @@ VARIANTS: dict[str, list[Any]] = {
         "1_0",
         "NaN",
         "00012.5",
+        "1.",
+        ".5",
+        "1.2.3",
+        "1.5 ",
+        "\u0661\u0662",  # Arabic-Indic digits: str.isdigit() says yes
+        "\uff11.5",  # a fullwidth 1
+        "1.\u00b2",  # a superscript two
         "1000000000",
         "1000000000.0001",
         "9999999999",

@@ -44,7 +44,8 @@ _TIMESTAMP = re.compile(
     r"(?:Z|[+-][0-9]{2}:[0-5][0-9])"
 )
 # Unsigned decimal strings with at most 10 integer digits; the places are checked per field.
-_DECIMAL = re.compile(r"([0-9]{1,10})(?:\.([0-9]{1,6}))?")
+# Micro-units per unit of the last digit of a fraction of n digits.
+_FRACTION_SCALE: Final = tuple(10 ** (6 - n) for n in range(7))
 _MAX_MICROS: Final = MAX_AMOUNT * 1_000_000
 
 _COMMON: Final = frozenset({"event_id", "customer_id", "occurred_at", "schema_version"})
@@ -64,16 +65,16 @@ def _micros(value: Any, places: int) -> int | None:
         return value * 1_000_000 if 0 <= value <= MAX_AMOUNT else None
     if type(value) is not str:
         return None  # floats keep the full path: their literal may have been rounded
-    match = _DECIMAL.fullmatch(value)
-    if match is None:
+    # String methods, not a regular expression: a match with groups was 6% of the stage.
+    # ``isdigit`` alone also takes other scripts' digits; ``isascii`` keeps it to 0-9.
+    whole, dot, fraction = value.partition(".")
+    if not (0 < len(whole) <= 10 and whole.isascii() and whole.isdigit()):
         return None
-    whole, fraction = match.groups()
-    if fraction is None:
-        micros = int(whole) * 1_000_000
-    elif len(fraction) <= places:
-        micros = int(whole) * 1_000_000 + int(fraction.ljust(6, "0"))
-    else:
-        return None
+    micros = int(whole) * 1_000_000
+    if dot:
+        if not (0 < len(fraction) <= places and fraction.isascii() and fraction.isdigit()):
+            return None
+        micros += int(fraction) * _FRACTION_SCALE[len(fraction)]
     return micros if micros <= _MAX_MICROS else None
 
 

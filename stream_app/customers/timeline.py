@@ -83,52 +83,53 @@ def fold(
 
     Fact times are floored to ``grain_us``, a divisor of every window step: windows read a
     time only as ``t // step``, which flooring to such a grain leaves unchanged, and facts
-    of one grain merge into one entry, so a busy batch yields few window updates.
+    of one grain merge into one entry, so a busy batch yields few window updates. A fact
+    can sum to zero (a signup and a cancellation in one grain, a click without cost): it
+    stays in ``facts`` with value 0, which callers skip.
     """
     active, region, campaign, click, prev = state
     click = list(click) if click else None
     prev = {segment: list(times) for segment, times in prev.items()}
-
-    def add(key: tuple[Any, ...], value: int) -> None:
-        if facts is not None and value:
-            total = facts.get(key, 0) + sign * value
-            if total:
-                facts[key] = total
-            else:
-                facts.pop(key, None)
-
+    # Inlined ``out[key] = out.get(key, 0) + value`` below: a helper call per fact was a
+    # tenth of the customer stage.
+    out: Facts = {} if facts is None else facts
+    get = out.get
     for event in events:
         t = event[0]
-        tc = t // grain_us * grain_us
+        tc = t - t % grain_us
         rank = event[1]
         if rank == PURCHASE:
-            amount = event[3]
+            amount = sign * event[3]
             by_region = "region:" + region
-            add(("pt", "all", _ORDERS, tc), 1)
-            add(("pt", by_region, _ORDERS, tc), 1)
-            add(("pt", "all", _REVENUE, tc), amount)
-            add(("pt", by_region, _REVENUE, tc), amount)
             for segment in ("all", by_region):
+                key: tuple[Any, ...] = ("pt", segment, _ORDERS, tc)
+                out[key] = get(key, 0) + sign
+                key = ("pt", segment, _REVENUE, tc)
+                out[key] = get(key, 0) + amount
                 times = prev.get(segment)
                 q, q2 = (times[0], times[1]) if times else (None, None)
-                qc = None if q is None else q // grain_us * grain_us
-                add(("dp", segment, tc, qc), 1)
+                qc = None if q is None else q - q % grain_us
+                key = ("dp", segment, tc, qc)
+                out[key] = get(key, 0) + sign
                 if q is not None:
-                    q2c = None if q2 is None else q2 // grain_us * grain_us
-                    add(("dr", segment, tc, qc, q2c), 1)
+                    key = ("dr", segment, tc, qc, None if q2 is None else q2 - q2 % grain_us)
+                    out[key] = get(key, 0) + sign
                 prev[segment] = [t, q]
             if click is not None and not click[3] and t - click[0] <= attribution_us:
                 click[3] = True
-                click_t = click[0] // grain_us * grain_us
-                click_campaign, click_region = click[1], click[2]
-                for segment in ("all", "region:" + click_region, "campaign:" + click_campaign):
-                    add(("pt", segment, _CONVERTED, click_t), 1)
-                    add(("pt", segment, _ATTRIBUTED, click_t), amount)
+                click_t = click[0] - click[0] % grain_us
+                for segment in ("all", "region:" + click[2], "campaign:" + click[1]):
+                    key = ("pt", segment, _CONVERTED, click_t)
+                    out[key] = get(key, 0) + sign
+                    key = ("pt", segment, _ATTRIBUTED, click_t)
+                    out[key] = get(key, 0) + amount
         elif rank == CLICK:
-            by_campaign = "campaign:" + event[3]
-            for segment in ("all", "region:" + region, by_campaign):
-                add(("pt", segment, _CLICKS, tc), 1)
-                add(("pt", segment, _SPEND, tc), event[4])
+            cost = sign * event[4]
+            for segment in ("all", "region:" + region, "campaign:" + event[3]):
+                key = ("pt", segment, _CLICKS, tc)
+                out[key] = get(key, 0) + sign
+                key = ("pt", segment, _SPEND, tc)
+                out[key] = get(key, 0) + cost
             click = [t, event[3], region, False]
         elif rank == SURVEY:
             score = event[4]
@@ -139,20 +140,26 @@ def fold(
                 metrics = (_CSAT, _SATISFIED) if score >= 4 else (_CSAT,)
             for segment in ("all", "region:" + region):
                 for metric in metrics:
-                    add(("pt", segment, metric, tc), 1)
+                    key = ("pt", segment, metric, tc)
+                    out[key] = get(key, 0) + sign
         elif rank == SIGNUP:
             if not active:
                 active, region, campaign = True, event[3], event[4]
                 for segment in ("all", "region:" + region):
-                    add(("pt", segment, _NEW, tc), 1)
-                    add(("act", segment, tc), 1)
+                    key = ("pt", segment, _NEW, tc)
+                    out[key] = get(key, 0) + sign
+                    key = ("act", segment, tc)
+                    out[key] = get(key, 0) + sign
                 if campaign is not None:
-                    add(("pt", "campaign:" + campaign, _NEW, tc), 1)
+                    key = ("pt", "campaign:" + campaign, _NEW, tc)
+                    out[key] = get(key, 0) + sign
         elif rank == CANCELLATION and active:
             active = False
             for segment in ("all", "region:" + region):
-                add(("pt", segment, _CHURNED, tc), 1)
-                add(("act", segment, tc), -1)
+                key = ("pt", segment, _CHURNED, tc)
+                out[key] = get(key, 0) + sign
+                key = ("act", segment, tc)
+                out[key] = get(key, 0) - sign
     return [active, region, campaign, click, prev]
 
 
