@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from stream_app.gctune import GcTuner
 from stream_app.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -27,11 +27,6 @@ SHUTDOWN_GRACE_S = 20.0
 # After the broker lost its data nothing of this process may reach it any more, so a stop
 # that stalls (Faust's fetcher waiting on a dead connection) is cut short sooner.
 RESTART_GRACE_S = 5.0
-# A full collection walks every container the process holds, most of them customer state
-# that is plain, acyclic data freed by reference counting anyway. At CPython's default (a
-# full pass every 10 middle ones) a busy worker spent a sixth of its time in them; every
-# 100 cuts that tenfold and keeps the young generations, which catch asyncio's cycles.
-GC_THRESHOLDS = (700, 10, 100)
 
 # The demo's traffic: recent history so every window has numbers at once, then live events
 # at a pace where the 1h window visibly moves.
@@ -104,7 +99,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         _exit_now()
 
     app = create_app(settings, rules=rules, restart=restart)
-    gc.set_threshold(*GC_THRESHOLDS)
+    GcTuner().install()
 
     class Worker(faust.Worker):
         """A Faust worker whose graceful stop is bounded (Faust can hang if Kafka is gone)."""
