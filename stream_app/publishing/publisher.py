@@ -32,6 +32,10 @@ HISTORY_BUDGET_PER_TICK = 2_000
 # every publish interval): while a backlog is processed every step moves every second, and
 # rewriting them all took a sixth of a busy worker.
 HISTORY_INTERVAL_S = 5.0
+# KPIs derived from one count vector, kept for the next snapshot with the same counts: the
+# history holds many equal steps (a quiet segment, the empty steps before its first event),
+# and deriving them again was half of writing a history entry.
+DERIVED_CACHE_SIZE = 4_096
 
 KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
 
@@ -97,6 +101,7 @@ class Publisher:
             duration_ms(settings.max_lateness) + duration_ms(settings.attribution_window)
         ) * 1000
         self._published: dict[tuple[str, str], _Published] = {}
+        self._derived: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._backoff_until = 0.0
         self._backoff_s = 0.5
         self._redis_down = False
@@ -228,7 +233,16 @@ class Publisher:
         self, aggregate: SegmentAggregate, spec: Spec, k: int, watermark_us: int, at: str
     ) -> dict[str, Any]:
         start_us, end_us = spec.bounds_us(k)
-        counts = counts_from_vector(aggregate.totals[spec.name].value_at(k))
+        vector = aggregate.totals[spec.name].value_at(k)
+        kind = segment_kind(aggregate.segment)
+        cache_key = (kind, *vector)
+        kpis = self._derived.get(cache_key)
+        if kpis is None:
+            if len(self._derived) >= DERIVED_CACHE_SIZE:
+                self._derived.clear()
+            kpis = self._derived[cache_key] = derive_kpis(
+                counts_from_vector(vector), kind, self.settings.gross_margin
+            )
         snapshot: dict[str, Any] = {
             "window": spec.name,
             "segment": aggregate.segment,
@@ -237,9 +251,7 @@ class Publisher:
             "watermark": rfc3339(watermark_us),
             "updated_at": at,
         }
-        snapshot.update(
-            derive_kpis(counts, segment_kind(aggregate.segment), self.settings.gross_margin)
-        )
+        snapshot.update(kpis)
         return snapshot
 
     async def _write(
