@@ -329,7 +329,8 @@ class PartitionState:
         return offsets
 
     def _apply_facts(self, facts: Facts) -> None:
-        dirty = self._dirty_entries
+        dirty = self._dirty_entries.add
+        partials = self.partials
         by_step = {self._grain_us: facts}
         for spec in self._specs_by_step:
             spec_facts = by_step.get(spec.step_us)
@@ -337,19 +338,23 @@ class PartitionState:
                 # From the coarsest set already made whose step divides this one: fewest facts.
                 source = max(step for step in by_step if spec.step_us % step == 0)
                 spec_facts = by_step[spec.step_us] = coarsen(by_step[source], spec.step_us)
+            name = spec.name
+            arrays: dict[str, DiffArray] = {}  # this spec's, by segment: no key per fact
             for fact, value in spec_facts.items():
                 if not value:
                     continue
                 segment = fact[1]
-                array_key = (spec.name, segment)
-                array = self.partials.get(array_key)
+                array = arrays.get(segment)
                 if array is None:
-                    array = self.partials[array_key] = DiffArray()
+                    array = partials.get((name, segment))
+                    if array is None:
+                        array = partials[(name, segment)] = DiffArray()
+                    arrays[segment] = array
                 for metric, first, last in fact_ranges(fact, spec):
                     array.add_range(metric, first, last, value)
-                    dirty.add((spec.name, segment, first))
+                    dirty((name, segment, first))
                     if last is not None:
-                        dirty.add((spec.name, segment, last + 1))
+                        dirty((name, segment, last + 1))
 
     def _too_late(self, event_id: str) -> Rejection:
         return Rejection(

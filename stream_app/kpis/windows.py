@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,33 +118,34 @@ def coarsen(facts: dict[Fact, int], step_us: int) -> dict[Fact, int]:
     return {fact: value for fact, value in merged.items() if value}
 
 
-def fact_ranges(fact: Fact, spec: Spec) -> Iterator[tuple[int, int, int | None]]:
+Range = tuple[int, int, int | None]
+
+
+def fact_ranges(fact: Fact, spec: Spec) -> tuple[Range, ...]:
     """(metric, first index, last index or None for open-ended) runs that ``fact`` adds to."""
+    # A tuple, not a generator: called for every fact of every window, a generator's set-up
+    # cost more than its arithmetic.
     kind = fact[0]
     n = spec.steps
     step = spec.step_us
     if kind == "pt":
         b = int(fact[3]) // step
-        yield int(fact[2]), b + 1, b + n
-    elif kind == "act":
+        return ((int(fact[2]), b + 1, b + n),)
+    if kind == "act":
         b = int(fact[2]) // step
-        yield ACTIVE_END, b + 1, None
-        yield ACTIVE_START, b + 1 + n, None
-    elif kind == "dp":
+        return ((ACTIVE_END, b + 1, None), (ACTIVE_START, b + 1 + n, None))
+    if kind == "dp":
         bp = int(fact[2]) // step
         q = fact[3]
         lo = bp if q is None else max(bp, int(q) // step + n)
-        if lo < bp + n:
-            yield PURCHASING, lo + 1, bp + n
-    elif kind == "dr":
+        return ((PURCHASING, lo + 1, bp + n),) if lo < bp + n else ()
+    if kind == "dr":
         bp = int(fact[2]) // step
         bq = int(fact[3]) // step
         q2 = fact[4]
         lo = bp if q2 is None else max(bp, int(q2) // step + n)
-        if lo < bq + n:
-            yield REPEAT, lo + 1, bq + n
-    else:
-        raise ValueError(f"unknown fact kind {kind!r}")
+        return ((REPEAT, lo + 1, bq + n),) if lo < bq + n else ()
+    raise ValueError(f"unknown fact kind {kind!r}")
 
 
 class DiffArray:
@@ -170,23 +171,40 @@ class DiffArray:
     def _entry(self, k: int) -> list[int]:
         vector = self.diffs.get(k)
         if vector is None:
-            vector = self.diffs[k] = [0] * WIDTH
-            i = bisect_left(self._keys, k)
-            self._keys.insert(i, k)
-            self._prefix.insert(i, vector)
+            vector = self._insert(k)
+        self._changed_from(k)
+        return vector
+
+    def _insert(self, k: int) -> list[int]:
+        vector = self.diffs[k] = [0] * WIDTH
+        i = bisect_left(self._keys, k)
+        self._keys.insert(i, k)
+        self._prefix.insert(i, vector)
+        return vector
+
+    def _changed_from(self, k: int) -> None:
         if self._stale_k is None or k < self._stale_k:
             self._stale_k = k
         if self.dirty_from is None or k < self.dirty_from:
             self.dirty_from = k
-        return vector
 
     def add(self, k: int, metric: int, value: int) -> None:
         self._entry(k)[metric] += value
 
     def add_range(self, metric: int, first: int, last: int | None, value: int) -> None:
-        self._entry(first)[metric] += value
+        # The hottest call of the customer stage: entries mostly exist already, and the
+        # range's change starts at ``first`` either way.
+        diffs = self.diffs
+        vector = diffs.get(first)
+        if vector is None:
+            vector = self._insert(first)
+        vector[metric] += value
         if last is not None:
-            self._entry(last + 1)[metric] -= value
+            vector = diffs.get(last + 1)
+            if vector is None:
+                vector = self._insert(last + 1)
+            vector[metric] -= value
+        self._changed_from(first)
 
     def set_entry(self, k: int, vector: list[int]) -> None:
         """Overwrite one entry (absolute values from a partial); all zeros removes it."""
