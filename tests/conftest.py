@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from stream_app.verify.reference import Intake, reference_from_intake
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+# Only where redis-server is not installed: a database of its own on the machine's Redis.
+MACHINE_REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +53,17 @@ def broker(artifacts_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(artifacts_dir: Path) -> Iterator[str]:
-    """The machine's Redis (a database of its own), or a private redis-server if none answers."""
-    url = os.environ.get("KPI_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-    if redis_answers(url):
+    """``KPI_TEST_REDIS_URL`` if set; else a private redis-server; else the machine's Redis.
+
+    Private first: tests empty their database, and two runs on one machine (two checkouts,
+    CI next to a developer) sharing the machine's Redis emptied each other's.
+    """
+    url = os.environ.get("KPI_TEST_REDIS_URL")
+    if url is None and shutil.which("redis-server") is None:
+        url = MACHINE_REDIS_URL
+    if url is not None:
+        if not redis_answers(url):
+            pytest.exit(f"no Redis answers at {url} and redis-server is not installed", 2)
         yield url
         return
     stack = DevStack(log_dir=artifacts_dir / "redis")
