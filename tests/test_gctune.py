@@ -107,3 +107,30 @@ def test_install_is_idempotent_and_remove_undoes_it(clock: FakeClock) -> None:
     assert gc.callbacks.count(tuner._on_gc) == 1
     tuner.remove()
     assert tuner._on_gc not in gc.callbacks
+
+
+def test_collection_paused_turns_automatic_collection_off_inside_and_back_on_after() -> None:
+    from stream_app.gctune import collection_paused
+
+    assert gc.isenabled()
+    with collection_paused():
+        assert not gc.isenabled()
+        with collection_paused():  # nested: the outer one turns it back on
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collection_paused():
+        raise RuntimeError("a failed batch")
+    assert gc.isenabled()
+
+
+def test_collection_paused_leaves_a_collector_the_caller_disabled_disabled() -> None:
+    from stream_app.gctune import collection_paused
+
+    gc.disable()
+    try:
+        with collection_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

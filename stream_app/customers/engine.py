@@ -35,6 +35,7 @@ from stream_app.customers.partition import (
     PartitionState,
     checkpoint_records,
 )
+from stream_app.gctune import collection_paused
 from stream_app.kafka import (
     DEAD_LETTER_MAX_BYTES,
     aiokafka_options,
@@ -114,6 +115,8 @@ class CustomerEngine(Service):
         self._checkpoint_every_s = duration_ms(settings.checkpoint_interval) / 1000
         self._backlog_checkpoint_every_s = duration_ms(settings.checkpoint_interval_backlog) / 1000
         self._last_checkpoint = time.monotonic()
+        # A backlog was seen and not yet read to its end (see ``_checkpoint_due``).
+        self._in_backlog = False
         self._resync_every_s = duration_ms(settings.resync_interval) / 1000
         self._last_resync = time.monotonic()
         self._pending_offsets: set[int] = set()
@@ -233,6 +236,13 @@ class CustomerEngine(Service):
     # -- processing --------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        with collection_paused():
+            dead = self._apply_batch(batch)
+        if dead:
+            await self._send_dead_letters(dead)
+
+    def _apply_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[DeadLetter]:
+        """Offer a fetched batch and drain what is ready; returns the dead letters."""
         by_partition: dict[int, list[tuple[EventType, list[Any]]]] = {}
         for tp, records in batch.items():
             by_partition.setdefault(tp.partition, []).append((self.topics[tp.topic], records))
@@ -260,8 +270,7 @@ class CustomerEngine(Service):
             if result.duplicates:
                 metrics.duplicates.inc(result.duplicates)
         self._pending_offsets.update(by_partition)
-        if dead:
-            await self._send_dead_letters(dead)
+        return dead
 
     def _fetch_wait_ms(self) -> int:
         """How long a fetch may wait for input: no longer than until a checkpoint is due.
@@ -281,11 +290,21 @@ class CustomerEngine(Service):
         return max(MIN_FETCH_WAIT_MS, min(FETCH_WAIT_MS, math.ceil(due_in_s * 1000)))
 
     def _checkpoint_due(self) -> bool:
-        """Every checkpoint interval; while more than a full batch waits, the backlog one."""
+        """Every checkpoint interval; while more than a full batch waits, the backlog one.
+
+        And at once when a backlog has just been read to its end: its last events waited
+        out up to an interval (250 ms) before anyone could see them.
+        """
         elapsed = time.monotonic() - self._last_checkpoint
+        lag = self._lag()
+        if lag > MAX_BATCH_RECORDS:
+            self._in_backlog = True
+        elif self._in_backlog and lag == 0:
+            self._in_backlog = False
+            return True
         if elapsed < self._checkpoint_every_s:
             return False
-        return elapsed >= self._backlog_checkpoint_every_s or self._lag() <= MAX_BATCH_RECORDS
+        return elapsed >= self._backlog_checkpoint_every_s or lag <= MAX_BATCH_RECORDS
 
     def _lag(self) -> int:
         return sum(self.lags().values())
@@ -402,7 +421,8 @@ class CustomerEngine(Service):
     async def _persist(self, state: PartitionState) -> Checkpoint:
         """Write one partition's changelog, then its partials; returns what to commit."""
         assert self.producer is not None
-        checkpoint = state.checkpoint()
+        with collection_paused():
+            checkpoint = state.checkpoint()
         self._seq += 1
         tag, records = checkpoint_records(checkpoint, self.generation, self._seq)
         headers = [(CHECKPOINT_HEADER, tag)]

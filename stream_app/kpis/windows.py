@@ -15,6 +15,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import add
 from typing import Any
 
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX
@@ -205,6 +206,19 @@ class DiffArray:
                 vector = self._insert(last + 1)
             vector[metric] -= value
         self._changed_from(first)
+
+    def add_vectors(self, changes: dict[int, list[int]]) -> None:
+        """Add a difference vector at each index (``add_range``'s ends, summed by the caller)."""
+        if not changes:
+            return
+        diffs = self.diffs
+        for k, delta in changes.items():
+            vector = diffs.get(k)
+            if vector is None:
+                vector = self._insert(k)
+            # In place: the prefix cache may hold this very list.
+            vector[:] = map(add, vector, delta)
+        self._changed_from(min(changes))
 
     def set_entry(self, k: int, vector: list[int]) -> None:
         """Overwrite one entry (absolute values from a partial); all zeros removes it."""

@@ -1,0 +1,52 @@
+"""When the customer stage checkpoints: intervals, and at once when a backlog is worked off."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from stream_app.customers.engine import MAX_BATCH_RECORDS, CustomerEngine
+
+
+def _engine(every_s: float = 0.25, backlog_every_s: float = 2.0) -> Any:
+    engine = SimpleNamespace(
+        _checkpoint_every_s=every_s,
+        _backlog_checkpoint_every_s=backlog_every_s,
+        _last_checkpoint=time.monotonic(),
+        _in_backlog=False,
+        lag=0,
+    )
+    engine._lag = lambda: engine.lag
+    return engine
+
+
+def _due(engine: Any, lag: int) -> bool:
+    engine.lag = lag
+    return bool(CustomerEngine._checkpoint_due(engine))
+
+
+def test_a_backlog_read_to_its_end_checkpoints_at_once_and_only_once() -> None:
+    # Intervals long enough that only the end of the backlog can make a checkpoint due.
+    engine = _engine(every_s=3600, backlog_every_s=3600)
+    assert not _due(engine, MAX_BATCH_RECORDS * 3)
+    assert not _due(engine, MAX_BATCH_RECORDS)  # nearly read, but events still wait
+    assert _due(engine, 0)
+    assert not _due(engine, 0)  # once: steady traffic keeps the interval
+
+
+def test_without_a_backlog_a_lag_of_zero_waits_for_the_interval() -> None:
+    engine = _engine(every_s=3600, backlog_every_s=3600)
+    assert not _due(engine, 5)
+    assert not _due(engine, 0)
+    engine._last_checkpoint -= 3601
+    assert _due(engine, 0)
+
+
+def test_while_a_backlog_lasts_the_backlog_interval_applies() -> None:
+    engine = _engine(every_s=0.25, backlog_every_s=2.0)
+    engine._last_checkpoint -= 1.0  # past the interval, not past the backlog one
+    assert not _due(engine, MAX_BATCH_RECORDS + 1)
+    assert _due(engine, MAX_BATCH_RECORDS)  # a batch or less waits: the short interval
+    engine._last_checkpoint -= 1.5
+    assert _due(engine, MAX_BATCH_RECORDS * 10)
