@@ -6,7 +6,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from stream_app.customers.engine import MAX_BATCH_RECORDS, CustomerEngine
+from stream_app.customers.engine import BACKLOG_END_S, MAX_BATCH_RECORDS, CustomerEngine
 
 
 def _engine(every_s: float = 0.25, backlog_every_s: float = 2.0) -> Any:
@@ -15,6 +15,7 @@ def _engine(every_s: float = 0.25, backlog_every_s: float = 2.0) -> Any:
         _backlog_checkpoint_every_s=backlog_every_s,
         _last_checkpoint=time.monotonic(),
         _in_backlog=False,
+        _backlog_low_since=None,
         lag=0,
     )
     engine._lag = lambda: engine.lag
@@ -50,3 +51,19 @@ def test_while_a_backlog_lasts_the_backlog_interval_applies() -> None:
     assert _due(engine, MAX_BATCH_RECORDS)  # a batch or less waits: the short interval
     engine._last_checkpoint -= 1.5
     assert _due(engine, MAX_BATCH_RECORDS * 10)
+
+
+def test_a_backlog_that_never_reaches_zero_ends_after_a_while_below_a_batch() -> None:
+    """Steady traffic keeps a little input waiting: the backlog (and with it the publisher's
+    hold, which the watermark ticks carry) ends all the same."""
+    engine = _engine(every_s=3600, backlog_every_s=3600)
+    _due(engine, MAX_BATCH_RECORDS * 2)
+    assert engine._in_backlog
+    _due(engine, 500)
+    assert engine._in_backlog  # just below a batch: not over yet
+    _due(engine, MAX_BATCH_RECORDS + 1)  # above again: the wait starts over
+    _due(engine, 500)
+    assert engine._backlog_low_since is not None
+    engine._backlog_low_since -= BACKLOG_END_S
+    assert not _due(engine, 500)  # no checkpoint of its own: events still wait
+    assert not engine._in_backlog

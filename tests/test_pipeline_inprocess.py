@@ -147,3 +147,21 @@ def test_pipeline_matches_the_reference(seed: int, count: int, days: int, batch:
     assert sum(state.watermark_us is not None for state in states) == 4
     assert checked > 500
     assert not mismatches, f"{len(mismatches)} of {checked} windows differ, e.g. {mismatches[:3]}"
+
+
+def test_watermark_ticks_say_which_sources_are_catching_up() -> None:
+    from stream_app.customers.partition import watermark_tick
+
+    assert orjson.loads(watermark_tick(2, 5_000, False)) == {"src": 2, "wm": 5_000}
+    assert orjson.loads(watermark_tick(2, 5_000, True)) == {"src": 2, "wm": 5_000, "cu": True}
+    store = SegmentStore()
+    store.apply_update(orjson.loads(watermark_tick(2, 5_000, True)), 0)
+    store.apply_update(orjson.loads(watermark_tick(3, 5_000, True)), 1)
+    assert store.is_catching_up(0)
+    assert store.is_catching_up(1)
+    assert store.confirmed_watermarks(0) == {2: 5_000}
+    store.apply_update(orjson.loads(watermark_tick(2, 6_000, False)), 0)
+    assert not store.is_catching_up(0)
+    assert store.is_catching_up(1)
+    store.drop_partitions([1])  # a rebalance forgets what the sources said
+    assert not store.is_catching_up(1)

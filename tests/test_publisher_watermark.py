@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from stream_app.customers.partition import PartitionState, RawMessage
+from stream_app.customers.partition import PartitionState, RawMessage, watermark_tick
 from stream_app.devstack import DevStack, free_port
 from stream_app.metrics import Metrics
 from stream_app.publishing.publisher import STREAM_KEY, Publisher, rfc3339, snapshot_key
@@ -121,4 +121,65 @@ async def test_a_changing_snapshot_goes_out_once_per_interval_not_a_tick_later(
         redis.Redis.from_url(private_redis).hget("kpi:1h:all", "new_customers")
     )
     assert new_customers == 2
+    await client.aclose()
+
+
+async def test_a_due_snapshot_waits_for_a_source_working_off_a_backlog(
+    private_redis: str,
+) -> None:
+    """Held at most a second past its interval while a source says it is catching up, and
+    out at the next tick once the source says the backlog is done."""
+    settings = Settings(redis_url=private_redis, publish_interval=timedelta(seconds=1))
+    state = PartitionState(0, settings, lambda: T0)
+    store = SegmentStore()
+    now = [100.0]
+
+    def add(customer: str, offset: int) -> None:
+        state.ingest([_signup(customer, offset, T0 + timedelta(seconds=offset))])
+        for update in state.checkpoint().updates:
+            store.apply_update(orjson.loads(update.to_bytes()), 0)
+
+    def tick_from_source(catching_up: bool) -> None:
+        wm = state.watermark_us
+        assert wm is not None
+        store.apply_update(orjson.loads(watermark_tick(0, wm, catching_up)), 0)
+
+    async def kafka_send(key: bytes, value: bytes) -> None:
+        pass
+
+    def new_customers() -> int:
+        with redis.Redis.from_url(private_redis) as sync:
+            count: int = orjson.loads(sync.hget("kpi:1h:all", "new_customers"))
+        return count
+
+    client = aioredis.Redis.from_url(private_redis)
+    publisher = Publisher(
+        settings, store, client, kafka_send, lambda: {0}, Metrics(), lambda: T0,
+        monotonic=lambda: now[0],
+    )  # fmt: skip
+    add("c1", 0)
+    tick_from_source(catching_up=True)
+    assert await publisher.tick() == 0  # a first snapshot is held too
+    now[0] = 101.0
+    assert await publisher.tick() == 8
+    add("c2", 1)
+    tick_from_source(catching_up=True)
+    for at in (102.0, 102.5, 102.95):
+        now[0] = at
+        assert await publisher.tick() == 0, f"not held at {at - 100:.2f} s"
+    assert new_customers() == 1
+    # The hold ends on its own: a source that never reports again cannot stop publishing.
+    now[0] = 103.0
+    assert await publisher.tick() == 8
+    assert new_customers() == 2
+
+    add("c3", 2)
+    tick_from_source(catching_up=True)
+    now[0] = 104.2
+    assert await publisher.tick() == 0
+    tick_from_source(catching_up=False)  # the backlog's last checkpoint
+    assert not store.is_catching_up(0)
+    now[0] = 104.25
+    assert await publisher.tick() == 8
+    assert new_customers() == 3
     await client.aclose()

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 import faust
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
@@ -34,6 +33,7 @@ from stream_app.customers.partition import (
     PartialUpdate,
     PartitionState,
     checkpoint_records,
+    watermark_tick,
 )
 from stream_app.gctune import collection_paused
 from stream_app.kafka import (
@@ -53,6 +53,8 @@ MAX_BATCH_RECORDS = 20_000
 # The longest a fetch waits for input while nothing is due (stop requests are seen as often).
 FETCH_WAIT_MS = 200
 MIN_FETCH_WAIT_MS = 5
+# A backlog whose lag stayed at or below a batch this long is over, even if never zero.
+BACKLOG_END_S = 1.0
 # Parsed events a partition may hold back for slower topics before pausing faster ones.
 BUFFER_LIMIT = 50_000
 _NOTHING = -(2**62)
@@ -115,8 +117,11 @@ class CustomerEngine(Service):
         self._checkpoint_every_s = duration_ms(settings.checkpoint_interval) / 1000
         self._backlog_checkpoint_every_s = duration_ms(settings.checkpoint_interval_backlog) / 1000
         self._last_checkpoint = time.monotonic()
-        # A backlog was seen and not yet read to its end (see ``_checkpoint_due``).
+        # A backlog was seen and not yet read to its end (see ``_checkpoint_due``), and what
+        # each partition's last watermark tick said of it.
         self._in_backlog = False
+        self._backlog_low_since: float | None = None
+        self._reported_catching_up: dict[int, bool] = {}
         self._resync_every_s = duration_ms(settings.resync_interval) / 1000
         self._last_resync = time.monotonic()
         self._pending_offsets: set[int] = set()
@@ -293,15 +298,25 @@ class CustomerEngine(Service):
         """Every checkpoint interval; while more than a full batch waits, the backlog one.
 
         And at once when a backlog has just been read to its end: its last events waited
-        out up to an interval (250 ms) before anyone could see them.
+        out up to an interval (250 ms) before anyone could see them. A backlog starts when
+        more than a batch waits and ends when nothing does, or when no more than a batch
+        has waited for ``BACKLOG_END_S``; the watermark ticks carry it to the publisher.
         """
-        elapsed = time.monotonic() - self._last_checkpoint
+        now = time.monotonic()
+        elapsed = now - self._last_checkpoint
         lag = self._lag()
         if lag > MAX_BATCH_RECORDS:
             self._in_backlog = True
-        elif self._in_backlog and lag == 0:
-            self._in_backlog = False
-            return True
+            self._backlog_low_since = None
+        elif self._in_backlog:
+            if lag == 0:
+                self._in_backlog = False
+                return True
+            if self._backlog_low_since is None:
+                self._backlog_low_since = now
+            elif now - self._backlog_low_since >= BACKLOG_END_S:
+                # Steady traffic keeps a little input waiting: the backlog is over all the same.
+                self._in_backlog = False
         if elapsed < self._checkpoint_every_s:
             return False
         return elapsed >= self._backlog_checkpoint_every_s or lag <= MAX_BATCH_RECORDS
@@ -398,6 +413,18 @@ class CustomerEngine(Service):
         # Partitions are independent: their round trips overlap instead of adding up, which
         # kept a busy worker idle for a third of its time.
         checkpoints = await asyncio.gather(*(self._persist(state) for state in states))
+        # A partition with nothing new since its last checkpoint still says, in its last
+        # tick, that it is catching up; a publisher would hold snapshots for it in vain.
+        quiet = [
+            state
+            for state in self.states.values()
+            if state not in states
+            and state.watermark_us is not None
+            and self._reported_catching_up.get(state.partition) != self._in_backlog
+        ]
+        for state in quiet:
+            assert state.watermark_us is not None
+            await self._send_tick(state.partition, state.watermark_us)
         await self._commit(list(zip(states, checkpoints, strict=True)))
         self._pending_offsets.clear()
         self._last_checkpoint = time.monotonic()
@@ -438,7 +465,7 @@ class CustomerEngine(Service):
             )
         )
         # Durable: only now may downstream see the values and the offsets move on.
-        await self._send_updates(checkpoint.updates, checkpoint)
+        await self._send_updates(checkpoint.updates, checkpoint, partition)
         return checkpoint
 
     async def _send_batches(
@@ -467,18 +494,39 @@ class CustomerEngine(Service):
         return futures
 
     async def _send_updates(
-        self, updates: list[PartialUpdate], checkpoint: Checkpoint | None = None
+        self,
+        updates: list[PartialUpdate],
+        checkpoint: Checkpoint | None = None,
+        source: int | None = None,
     ) -> None:
         assert self.producer is not None
         futures = [
             await self.producer.send(self.partials, update.to_bytes(), key=update.segment.encode())
             for update in updates
         ]
-        if checkpoint is not None and checkpoint.watermark_us is not None and updates:
-            tick = orjson.dumps({"src": updates[0].source, "wm": checkpoint.watermark_us})
-            for partition in range(self.partials_partitions):
-                futures.append(await self.producer.send(self.partials, tick, partition=partition))
+        # Also without updates when the backlog just ended: a publisher holding a snapshot
+        # for the backlog's end must hear of it.
+        if (
+            checkpoint is not None
+            and checkpoint.watermark_us is not None
+            and source is not None
+            and (updates or self._in_backlog != self._reported_catching_up.get(source))
+        ):
+            futures.extend(await self._tick_sends(source, checkpoint.watermark_us))
         await asyncio.gather(*futures)
+
+    async def _send_tick(self, source: int, watermark_us: int) -> None:
+        await asyncio.gather(*await self._tick_sends(source, watermark_us))
+
+    async def _tick_sends(self, source: int, watermark_us: int) -> list[asyncio.Future[Any]]:
+        """Send a source's watermark tick to every partials partition; the sends' futures."""
+        assert self.producer is not None
+        self._reported_catching_up[source] = self._in_backlog
+        tick = watermark_tick(source, watermark_us, self._in_backlog)
+        return [
+            await self.producer.send(self.partials, tick, partition=partition)
+            for partition in range(self.partials_partitions)
+        ]
 
     async def _commit(self, done: list[tuple[PartitionState, Checkpoint]]) -> None:
         """Commit the group offsets too: they are what lag monitoring reads."""

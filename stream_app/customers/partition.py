@@ -130,6 +130,18 @@ class Checkpoint:
     watermark_us: int | None
 
 
+def watermark_tick(source: int, watermark_us: int, catching_up: bool) -> bytes:
+    """The message after a checkpoint's updates: every count up to ``watermark_us`` is sent.
+
+    ``cu`` (only when true) says the source is working off a backlog, so its counts will
+    move again within moments; the publisher may then hold a due snapshot a little.
+    """
+    tick: dict[str, Any] = {"src": source, "wm": watermark_us}
+    if catching_up:
+        tick["cu"] = True
+    return orjson.dumps(tick)
+
+
 @dataclass
 class IngestResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)

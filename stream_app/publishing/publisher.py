@@ -36,6 +36,11 @@ HISTORY_INTERVAL_S = 5.0
 # history holds many equal steps (a quiet segment, the empty steps before its first event),
 # and deriving them again was half of writing a history entry.
 DERIVED_CACHE_SIZE = 4_096
+# How long past its interval a due snapshot may wait while a source partition reports that
+# it is working off a backlog. Its counts are about to move again; published now, the
+# snapshot with the backlog's end would have to wait out a whole interval (0.5 s on
+# average) after this one, which is when ops look for the numbers to be right again.
+BACKLOG_HOLD_S = 1.0
 
 KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
 
@@ -185,9 +190,17 @@ class Publisher:
         key = (aggregate.segment, spec.name)
         published = self._published.get(key)
         if published is None:
-            published = self._published[key] = _Published()
-        if now - published.at < self.interval_s:
+            # Due now, and held like any other while its source catches up: a worker that
+            # starts on a backlog would otherwise publish its first, partial snapshot at
+            # once and make the one with the backlog's end wait out a whole interval.
+            published = self._published[key] = _Published(at=now - self.interval_s)
+        since_s = now - published.at
+        if since_s < self.interval_s:
             return None  # what changed meanwhile is still marked, and goes out when due
+        if since_s < self.interval_s + BACKLOG_HOLD_S and self.store.is_catching_up(
+            aggregate.partition
+        ):
+            return None  # held: the source's next checkpoint may end its backlog
         k = spec.current_index(watermark_us)
         # Both bounds hold: what the customer stage still keeps exact, and the history length.
         oldest = max(

@@ -79,6 +79,9 @@ class SegmentStore:
     # The same, but moved only by a source's watermark tick, which it sends after every
     # update of a checkpoint: up to it, every segment of the partition has that source's counts.
     confirmed: dict[tuple[int, int], int] = field(default_factory=dict)
+    # (segment-stage partition, source partition) whose latest tick said it is catching up
+    # on a backlog: its next checkpoints will move the counts a lot, and soon.
+    catching_up: set[tuple[int, int]] = field(default_factory=set)
 
     def aggregate(self, segment: str, partition: int) -> SegmentAggregate:
         aggregate = self.aggregates.get(segment)
@@ -99,6 +102,10 @@ class SegmentStore:
         if segment is None:
             if watermark is not None and watermark > self.confirmed.get(key, -1):
                 self.confirmed[key] = int(watermark)
+            if message.get("cu"):
+                self.catching_up.add(key)
+            else:
+                self.catching_up.discard(key)
             return [], []
         aggregate = self.aggregate(segment, partition)
         touched: set[tuple[str, int, str, int]] = set()
@@ -122,6 +129,10 @@ class SegmentStore:
         values = [wm for (p, _src), wm in self.watermarks.items() if p == partition]
         return max(values) if values else None
 
+    def is_catching_up(self, partition: int) -> bool:
+        """Whether a source partition feeding ``partition`` last said it is in a backlog."""
+        return any(p == partition for p, _src in self.catching_up)
+
     def confirmed_watermarks(self, partition: int) -> dict[int, int]:
         """Per source partition, the watermark up to which its counts have all arrived."""
         return {src: wm for (p, src), wm in self.confirmed.items() if p == partition}
@@ -140,6 +151,7 @@ class SegmentStore:
             del self.watermarks[key]
         for key in [key for key in self.confirmed if key[0] in gone]:
             del self.confirmed[key]
+        self.catching_up = {key for key in self.catching_up if key[0] not in gone}
 
     def owned(self, partitions: set[int]) -> Iterator[SegmentAggregate]:
         return (a for a in self.aggregates.values() if a.partition in partitions)
