@@ -15,7 +15,13 @@ import redis.asyncio as aioredis
 from stream_app.customers.partition import PartitionState, RawMessage, watermark_tick
 from stream_app.devstack import DevStack, free_port
 from stream_app.metrics import Metrics
-from stream_app.publishing.publisher import STREAM_KEY, Publisher, rfc3339, snapshot_key
+from stream_app.publishing.publisher import (
+    STREAM_KEY,
+    KafkaSend,
+    Publisher,
+    rfc3339,
+    snapshot_key,
+)
 from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
 
@@ -83,6 +89,34 @@ def _signup(customer: str, offset: int, at: datetime) -> RawMessage:
     return RawMessage("signup", "t", 0, offset, customer.encode(), orjson.dumps(value))
 
 
+class _Source:
+    """One customer-stage partition feeding a segment store, as the two stages do via Kafka."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = PartitionState(0, settings, lambda: T0)
+        self.store = SegmentStore()
+
+    def publisher(
+        self, client: aioredis.Redis, kafka_send: KafkaSend, now: list[float]
+    ) -> Publisher:
+        """A publisher of this store on a clock the test moves by hand."""
+        return Publisher(
+            self.settings, self.store, client, kafka_send, lambda: {0}, Metrics(), lambda: T0,
+            monotonic=lambda: now[0],
+        )  # fmt: skip
+
+    def add(self, customer: str, offset: int) -> None:
+        self.state.ingest([_signup(customer, offset, T0 + timedelta(seconds=offset))])
+        for update in self.state.checkpoint().updates:
+            self.store.apply_update(orjson.loads(update.to_bytes()), 0)
+
+    def tick(self, catching_up: bool) -> None:
+        watermark = self.state.watermark_us
+        assert watermark is not None
+        self.store.apply_update(orjson.loads(watermark_tick(0, watermark, catching_up)), 0)
+
+
 async def test_a_changing_snapshot_goes_out_once_per_interval_not_a_tick_later(
     private_redis: str,
 ) -> None:
@@ -92,23 +126,15 @@ async def test_a_changing_snapshot_goes_out_once_per_interval_not_a_tick_later(
     always found it a few ms short, and live snapshots came every interval plus a tick.
     """
     settings = Settings(redis_url=private_redis, publish_interval=timedelta(seconds=1))
-    state = PartitionState(0, settings, lambda: T0)
-    store = SegmentStore()
+    source = _Source(settings)
+    add = source.add
     now = [100.0]
-
-    def add(customer: str, offset: int) -> None:
-        state.ingest([_signup(customer, offset, T0 + timedelta(seconds=offset))])
-        for update in state.checkpoint().updates:
-            store.apply_update(orjson.loads(update.to_bytes()), 0)
 
     async def slow_kafka_send(key: bytes, value: bytes) -> None:
         now[0] += 0.01  # the round's writes take time: 8 snapshots, 80 ms
 
     client = aioredis.Redis.from_url(private_redis)
-    publisher = Publisher(
-        settings, store, client, slow_kafka_send, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0],
-    )  # fmt: skip
+    publisher = source.publisher(client, slow_kafka_send, now)
     add("c1", 0)
     assert await publisher.tick() == 4 * 2  # 4 windows x (all, region:unknown)
     add("c2", 1)
@@ -130,19 +156,9 @@ async def test_a_due_snapshot_waits_for_a_source_working_off_a_backlog(
     """Held at most a second past its interval while a source says it is catching up, and
     out at the next tick once the source says the backlog is done."""
     settings = Settings(redis_url=private_redis, publish_interval=timedelta(seconds=1))
-    state = PartitionState(0, settings, lambda: T0)
-    store = SegmentStore()
+    source = _Source(settings)
+    add, tick_from_source, store = source.add, source.tick, source.store
     now = [100.0]
-
-    def add(customer: str, offset: int) -> None:
-        state.ingest([_signup(customer, offset, T0 + timedelta(seconds=offset))])
-        for update in state.checkpoint().updates:
-            store.apply_update(orjson.loads(update.to_bytes()), 0)
-
-    def tick_from_source(catching_up: bool) -> None:
-        wm = state.watermark_us
-        assert wm is not None
-        store.apply_update(orjson.loads(watermark_tick(0, wm, catching_up)), 0)
 
     async def kafka_send(key: bytes, value: bytes) -> None:
         pass
@@ -153,10 +169,7 @@ async def test_a_due_snapshot_waits_for_a_source_working_off_a_backlog(
         return count
 
     client = aioredis.Redis.from_url(private_redis)
-    publisher = Publisher(
-        settings, store, client, kafka_send, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0],
-    )  # fmt: skip
+    publisher = source.publisher(client, kafka_send, now)
     add("c1", 0)
     tick_from_source(catching_up=True)
     assert await publisher.tick() == 0  # a first snapshot is held too
