@@ -563,6 +563,8 @@ class CustomerEngine(Service):
                         await self._checkpoint(state)
                     except KafkaError:
                         logger.exception("checkpoint of revoked partition %d failed", partition)
+                # Whoever owns it next says afresh whether it is catching up.
+                self._reported_catching_up.pop(partition, None)
             self._pending_offsets -= partitions
         if partitions:
             logger.info("customer stage released partitions %s", sorted(partitions))
