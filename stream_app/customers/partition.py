@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby, islice
@@ -82,6 +82,10 @@ class RawMessage(NamedTuple):
 
 def _event_type(message: RawMessage) -> EventType:
     return message.event_type
+
+
+def _zeros() -> list[int]:
+    return [0] * WIDTH
 
 
 # A buffer entry's event time; a C getter, as the sort key of every buffered event.
@@ -360,37 +364,24 @@ class PartitionState:
             # Summed here per segment and window index first, then added to the arrays once
             # per index: facts of a batch share a few hundred indexes, and a method call and
             # two dirty keys per fact were most of this function.
-            changes: dict[str, dict[int, list[int]]] = {}
+            changes: dict[str, defaultdict[int, list[int]]] = {}
             for fact, value in spec_facts.items():
                 if not value:
                     continue
                 segment = fact[1]
                 sums = changes.get(segment)
                 if sums is None:
-                    sums = changes[segment] = {}
+                    sums = changes[segment] = defaultdict(_zeros)
                 if fact[0] == "pt":
                     # ``fact_ranges`` inlined for the commonest kind: one run of ``steps``.
-                    metric = fact[2]
                     first = fact[3] // step_us + 1
-                    delta = sums.get(first)
-                    if delta is None:
-                        delta = sums[first] = [0] * WIDTH
-                    delta[metric] += value
-                    delta = sums.get(first + steps)
-                    if delta is None:
-                        delta = sums[first + steps] = [0] * WIDTH
-                    delta[metric] -= value
+                    sums[first][fact[2]] += value
+                    sums[first + steps][fact[2]] -= value
                     continue
                 for metric, first, last in fact_ranges(fact, spec):
-                    delta = sums.get(first)
-                    if delta is None:
-                        delta = sums[first] = [0] * WIDTH
-                    delta[metric] += value
+                    sums[first][metric] += value
                     if last is not None:
-                        delta = sums.get(last + 1)
-                        if delta is None:
-                            delta = sums[last + 1] = [0] * WIDTH
-                        delta[metric] -= value
+                        sums[last + 1][metric] -= value
             for segment, sums in changes.items():
                 array = partials.get((name, segment))
                 if array is None:

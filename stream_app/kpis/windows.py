@@ -193,22 +193,22 @@ class DiffArray:
         self._entry(k)[metric] += value
 
     def add_range(self, metric: int, first: int, last: int | None, value: int) -> None:
-        # The hottest call of the customer stage: entries mostly exist already, and the
-        # range's change starts at ``first`` either way.
-        diffs = self.diffs
-        vector = diffs.get(first)
-        if vector is None:
-            vector = self._insert(first)
-        vector[metric] += value
+        """Add ``value`` to ``metric`` of every window from ``first`` to ``last`` (None: on)."""
+        start = [0] * WIDTH
+        start[metric] = value
+        changes = {first: start}
         if last is not None:
-            vector = diffs.get(last + 1)
-            if vector is None:
-                vector = self._insert(last + 1)
-            vector[metric] -= value
-        self._changed_from(first)
+            end = [0] * WIDTH
+            end[metric] = -value
+            changes[last + 1] = end
+        self.add_vectors(changes)
 
     def add_vectors(self, changes: dict[int, list[int]]) -> None:
-        """Add a difference vector at each index (``add_range``'s ends, summed by the caller)."""
+        """Add a difference vector at each index: the ends of many ranges, summed by the caller.
+
+        The customer stage sums a batch's facts per index first (a few hundred indexes), so
+        each entry takes one vector addition however many facts touched it.
+        """
         if not changes:
             return
         diffs = self.diffs
