@@ -422,9 +422,11 @@ class CustomerEngine(Service):
             and state.watermark_us is not None
             and self._reported_catching_up.get(state.partition) != self._in_backlog
         ]
+        ticks: list[asyncio.Future[Any]] = []
         for state in quiet:
             assert state.watermark_us is not None
-            await self._send_tick(state.partition, state.watermark_us)
+            ticks.extend(await self._tick_sends(state.partition, state.watermark_us))
+        await asyncio.gather(*ticks)
         await self._commit(list(zip(states, checkpoints, strict=True)))
         self._pending_offsets.clear()
         self._last_checkpoint = time.monotonic()
@@ -514,9 +516,6 @@ class CustomerEngine(Service):
         ):
             futures.extend(await self._tick_sends(source, checkpoint.watermark_us))
         await asyncio.gather(*futures)
-
-    async def _send_tick(self, source: int, watermark_us: int) -> None:
-        await asyncio.gather(*await self._tick_sends(source, watermark_us))
 
     async def _tick_sends(self, source: int, watermark_us: int) -> list[asyncio.Future[Any]]:
         """Send a source's watermark tick to every partials partition; the sends' futures."""
