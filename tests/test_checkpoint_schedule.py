@@ -16,6 +16,8 @@ def _engine(every_s: float = 0.25, backlog_every_s: float = 2.0) -> Any:
         _last_checkpoint=time.monotonic(),
         _in_backlog=False,
         _backlog_low_since=None,
+        _lag_mark=None,
+        _backlog_eta_s=None,
         lag=0,
     )
     engine._lag = lambda: engine.lag
@@ -67,3 +69,33 @@ def test_a_backlog_that_never_reaches_zero_ends_after_a_while_below_a_batch() ->
     engine._backlog_low_since -= BACKLOG_END_S
     assert not _due(engine, 500)  # no checkpoint of its own: events still wait
     assert not engine._in_backlog
+
+
+def _estimate(engine: Any, lag: int, seconds_since_last: float) -> float | None:
+    """The estimate at a checkpoint ``seconds_since_last`` after the previous one."""
+    engine.lag = lag
+    when, marked = engine._lag_mark
+    engine._lag_mark = (when - seconds_since_last, marked)
+    CustomerEngine._estimate_backlog_end(engine)
+    eta: float | None = engine._backlog_eta_s
+    return eta
+
+
+def test_a_backlog_expects_its_end_at_the_rate_it_shrinks() -> None:
+    """What the watermark ticks carry as ``eta_ms``: the lag left over the rate it fell."""
+    engine = _engine()
+    _due(engine, 100_000)  # the backlog starts: the first mark
+    assert engine._lag_mark[1] == 100_000
+    eta = _estimate(engine, 60_000, 2.0)  # 40,000 read in 2 s: 3 s for the rest
+    assert eta is not None
+    assert 2.95 < eta < 3.05
+    # Traffic arriving faster than it is read: no end in sight, so no estimate.
+    assert _estimate(engine, 70_000, 1.0) is None
+    eta = _estimate(engine, 35_000, 1.0)
+    assert eta is not None
+    assert 0.95 < eta < 1.05
+    _due(engine, 0)  # read to its end
+    assert not engine._in_backlog
+    CustomerEngine._estimate_backlog_end(engine)
+    assert engine._backlog_eta_s is None
+    assert engine._lag_mark is None

@@ -165,3 +165,22 @@ def test_watermark_ticks_say_which_sources_are_catching_up() -> None:
     assert store.is_catching_up(1)
     store.drop_partitions([1])  # a rebalance forgets what the sources said
     assert not store.is_catching_up(1)
+
+
+def test_watermark_ticks_say_when_a_backlog_expects_to_end() -> None:
+    from stream_app.customers.partition import watermark_tick
+
+    tick = orjson.loads(watermark_tick(2, 5_000, True, 1.25))
+    assert tick == {"src": 2, "wm": 5_000, "cu": True, "eta_ms": 1250}
+    assert "eta_ms" not in orjson.loads(watermark_tick(2, 5_000, False, 1.25))
+    now = [50.0]
+    store = SegmentStore(monotonic=lambda: now[0])
+    store.apply_update(tick, 0)  # done at 51.25
+    store.apply_update(orjson.loads(watermark_tick(3, 5_000, True)), 1)  # no estimate
+    assert store.backlog_ends_within(0, 1.25)
+    assert not store.backlog_ends_within(0, 1.0)
+    assert not store.backlog_ends_within(1, 3600.0)  # unknown is not close
+    now[0] = 52.0
+    assert store.backlog_ends_within(0, 0.0)  # overdue: still close
+    store.apply_update(orjson.loads(watermark_tick(2, 6_000, False)), 0)
+    assert not store.backlog_ends_within(0, 3600.0)

@@ -121,6 +121,10 @@ class CustomerEngine(Service):
         # each partition's last watermark tick said of it.
         self._in_backlog = False
         self._backlog_low_since: float | None = None
+        # (when, lag) at the backlog's start or its last checkpoint, and the time the rest
+        # of the backlog is expected to take from the last checkpoint (None: not known).
+        self._lag_mark: tuple[float, int] | None = None
+        self._backlog_eta_s: float | None = None
         self._reported_catching_up: dict[int, bool] = {}
         self._resync_every_s = duration_ms(settings.resync_interval) / 1000
         self._last_resync = time.monotonic()
@@ -306,6 +310,8 @@ class CustomerEngine(Service):
         elapsed = now - self._last_checkpoint
         lag = self._lag()
         if lag > MAX_BATCH_RECORDS:
+            if not self._in_backlog:
+                self._lag_mark = (now, lag)
             self._in_backlog = True
             self._backlog_low_since = None
         elif self._in_backlog:
@@ -320,6 +326,21 @@ class CustomerEngine(Service):
         if elapsed < self._checkpoint_every_s:
             return False
         return elapsed >= self._backlog_checkpoint_every_s or lag <= MAX_BATCH_RECORDS
+
+    def _estimate_backlog_end(self) -> None:
+        """How long the rest of the backlog will take, at the rate it shrank since the last
+        estimate (so traffic still arriving counts against it); None until it has shrunk."""
+        if not self._in_backlog:
+            self._lag_mark = self._backlog_eta_s = None
+            return
+        now, lag = time.monotonic(), self._lag()
+        mark, self._lag_mark = self._lag_mark, (now, lag)
+        if mark is None:
+            return
+        elapsed_s, worked_off = now - mark[0], mark[1] - lag
+        self._backlog_eta_s = (
+            lag * elapsed_s / worked_off if elapsed_s > 0 and worked_off > 0 else None
+        )
 
     def _lag(self) -> int:
         return sum(self.lags().values())
@@ -410,6 +431,7 @@ class CustomerEngine(Service):
         if self._input_shrank() and not await self._broker_still_intact():
             return
         states = [self.states[p] for p in sorted(self._pending_offsets) if p in self.states]
+        self._estimate_backlog_end()
         # Partitions are independent: their round trips overlap instead of adding up, which
         # kept a busy worker idle for a third of its time.
         checkpoints = await asyncio.gather(*(self._persist(state) for state in states))
@@ -521,7 +543,7 @@ class CustomerEngine(Service):
         """Send a source's watermark tick to every partials partition; the sends' futures."""
         assert self.producer is not None
         self._reported_catching_up[source] = self._in_backlog
-        tick = watermark_tick(source, watermark_us, self._in_backlog)
+        tick = watermark_tick(source, watermark_us, self._in_backlog, self._backlog_eta_s)
         return [
             await self.producer.send(self.partials, tick, partition=partition)
             for partition in range(self.partials_partitions)

@@ -134,15 +134,20 @@ class Checkpoint:
     watermark_us: int | None
 
 
-def watermark_tick(source: int, watermark_us: int, catching_up: bool) -> bytes:
+def watermark_tick(
+    source: int, watermark_us: int, catching_up: bool, eta_s: float | None = None
+) -> bytes:
     """The message after a checkpoint's updates: every count up to ``watermark_us`` is sent.
 
     ``cu`` (only when true) says the source is working off a backlog, so its counts will
-    move again within moments; the publisher may then hold a due snapshot a little.
+    move again within moments; ``eta_ms``, when known, is how long it expects the rest of
+    the backlog to take. The publisher holds a due snapshot when that end is close.
     """
     tick: dict[str, Any] = {"src": source, "wm": watermark_us}
     if catching_up:
         tick["cu"] = True
+        if eta_s is not None:
+            tick["eta_ms"] = round(eta_s * 1000)
     return orjson.dumps(tick)
 
 

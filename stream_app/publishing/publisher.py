@@ -12,10 +12,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from stream_app.clock import Clock
 from stream_app.customers.timeline import EPOCH
+from stream_app.gctune import collection_paused
 from stream_app.kpis.formulas import counts_from_vector, derive_kpis, segment_kind
 from stream_app.kpis.windows import DiffArray, Spec
 from stream_app.metrics import Metrics, RateLimitedLog
@@ -28,6 +30,11 @@ STREAM_KEY = "kpi-updates"
 _NO_WATERMARK = -(2**62)
 # History snapshots written per tick at most, so a backfill never stalls the event loop.
 HISTORY_BUDGET_PER_TICK = 2_000
+# The same budget while the segment's source partitions work off a backlog. Every past step
+# moves with each checkpoint then, so entries written now are rewritten soon; at the full
+# budget, history a catch-up made obsolete took a tenth of a busy worker. Not zero: a worker
+# that never catches up still fills in its history, slower.
+HISTORY_BUDGET_CATCHING_UP = 200
 # Past steps of one window and segment are rewritten at most this often (the current one
 # every publish interval): while a backlog is processed every step moves every second, and
 # rewriting them all took a sixth of a busy worker.
@@ -36,10 +43,10 @@ HISTORY_INTERVAL_S = 5.0
 # history holds many equal steps (a quiet segment, the empty steps before its first event),
 # and deriving them again was half of writing a history entry.
 DERIVED_CACHE_SIZE = 4_096
-# How long past its interval a due snapshot may wait while a source partition reports that
-# it is working off a backlog. Its counts are about to move again; published now, the
-# snapshot with the backlog's end would have to wait out a whole interval (0.5 s on
-# average) after this one, which is when ops look for the numbers to be right again.
+# How long past its interval a due snapshot may wait while a source partition working off a
+# backlog expects to be done within an interval. Published now, the snapshot with the
+# backlog's end would have to wait out a whole interval after this one, which is when ops
+# look for the numbers to be right again. A backlog further from its end holds nothing.
 BACKLOG_HOLD_S = 1.0
 
 KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
@@ -128,17 +135,24 @@ class Publisher:
         owned = self.owned()
         work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]] = []
         budget = HISTORY_BUDGET_PER_TICK
+        backlog_budget = HISTORY_BUDGET_CATCHING_UP
         for aggregate in self.store.owned(owned):
             watermark = self.store.watermark(aggregate.partition)
             if watermark is None:
                 continue
+            catching_up = self.store.is_catching_up(aggregate.partition)
             for spec in self.specs:
                 totals = aggregate.totals.get(spec.name)
                 if totals is None:
                     continue
-                item = self._plan(aggregate, spec, totals, watermark, now, budget)
+                past_budget = min(budget, backlog_budget) if catching_up else budget
+                item = self._plan(
+                    aggregate, spec, totals, watermark, now, budget, past_budget, catching_up
+                )
                 if item is not None:
                     budget -= len(item[5])
+                    if catching_up:
+                        backlog_budget -= len(item[5])
                     work.append(item)
         if not work:
             return 0
@@ -186,6 +200,8 @@ class Publisher:
         watermark_us: int,
         now: float,
         budget: int,
+        past_budget: int,
+        catching_up: bool,
     ) -> tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]] | None:
         key = (aggregate.segment, spec.name)
         published = self._published.get(key)
@@ -194,13 +210,17 @@ class Publisher:
             # starts on a backlog would otherwise publish its first, partial snapshot at
             # once and make the one with the backlog's end wait out a whole interval.
             published = self._published[key] = _Published(at=now - self.interval_s)
-        since_s = now - published.at
+        # Rounded up by a microsecond: ``now - (now - interval)`` can come out a hair short,
+        # which held a first snapshot (and some due ones) for a tick more.
+        since_s = now - published.at + 1e-6
         if since_s < self.interval_s:
             return None  # what changed meanwhile is still marked, and goes out when due
-        if since_s < self.interval_s + BACKLOG_HOLD_S and self.store.is_catching_up(
-            aggregate.partition
+        if (
+            since_s < self.interval_s + BACKLOG_HOLD_S
+            and catching_up
+            and self.store.backlog_ends_within(aggregate.partition, self.interval_s)
         ):
-            return None  # held: the source's next checkpoint may end its backlog
+            return None  # held: published now, the backlog's end would wait an interval
         k = spec.current_index(watermark_us)
         # Both bounds hold: what the customer stage still keeps exact, and the history length.
         oldest = max(
@@ -232,11 +252,11 @@ class Publisher:
         history: list[int] = []
         if pending is not None and budget > 0:
             lo, hi = pending
-            if now - published.history_at < self.history_interval_s:
+            if now - published.history_at < self.history_interval_s or past_budget <= 1:
                 # Only the current step's entry now, if it changed; the past ones later.
                 lo = k if vector is not None else k + 1
             if lo <= hi:
-                first = max(lo, hi - budget + 1)
+                first = max(lo, hi - max(past_budget, 1) + 1)
                 history = list(range(first, hi + 1))
         if vector is None and not history and not moved:
             return None
@@ -267,20 +287,18 @@ class Publisher:
         snapshot.update(kpis)
         return snapshot
 
-    async def _write(
+    def _current_commands(
         self,
         work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]],
-        updated_at: datetime,
-        tick_at: float,
-    ) -> int:
-        at = updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        written: list[int],
+        at: str,
+    ) -> tuple[Pipeline, list[tuple[bytes, bytes]]]:
+        """The hash, pub/sub and stream writes of a tick, and its Kafka messages."""
         pipe = self.redis.pipeline(transaction=False)
         outgoing: list[tuple[bytes, bytes]] = []
-        written: list[int] = []
-        for aggregate, spec, published, k, vector, history in work:
-            watermark = self.store.watermark(aggregate.partition)
-            assert watermark is not None
-            written.append(watermark)
+        for (aggregate, spec, published, k, vector, _history), watermark in zip(
+            work, written, strict=True
+        ):
             segment = aggregate.segment
             if vector is None and published.watermark != watermark:
                 # Counts unchanged, but the hash is the *current* snapshot: its watermark
@@ -305,19 +323,52 @@ class Publisher:
                     approximate=True,
                 )
                 outgoing.append((f"{spec.name}:{segment}".encode(), data))
-            if history:
-                # The steps are consecutive and each is scored by its window's end, so one
-                # range removal and one ZADD replace them all: a command per step made
-                # parsing Redis's replies 7% of a busy worker.
-                key = history_key(spec.name, segment)
-                scores = [spec.bounds_us(hk)[1] // 1_000_000 for hk in history]
-                entries = {
-                    orjson.dumps(self._snapshot(aggregate, spec, hk, watermark, at)): score
-                    for hk, score in zip(history, scores, strict=True)
-                }
-                pipe.zremrangebyscore(key, scores[0], scores[-1])
-                pipe.zadd(key, entries)
-                pipe.zremrangebyrank(key, 0, -(self.settings.history_steps + 1))
+        return pipe, outgoing
+
+    def _history_commands(
+        self,
+        work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]],
+        written: list[int],
+        at: str,
+    ) -> Pipeline:
+        """The history writes of a tick."""
+        pipe = self.redis.pipeline(transaction=False)
+        for (aggregate, spec, _published, _k, _vector, history), watermark in zip(
+            work, written, strict=True
+        ):
+            if not history:
+                continue
+            # The steps are consecutive and each is scored by its window's end, so one range
+            # removal and one ZADD replace them all: a command per step made parsing Redis's
+            # replies 7% of a busy worker.
+            key = history_key(spec.name, aggregate.segment)
+            scores = [spec.bounds_us(hk)[1] // 1_000_000 for hk in history]
+            entries = {
+                orjson.dumps(self._snapshot(aggregate, spec, hk, watermark, at)): score
+                for hk, score in zip(history, scores, strict=True)
+            }
+            pipe.zremrangebyscore(key, scores[0], scores[-1])
+            pipe.zadd(key, entries)
+            pipe.zremrangebyrank(key, 0, -(self.settings.history_steps + 1))
+        return pipe
+
+    async def _write(
+        self,
+        work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]],
+        updated_at: datetime,
+        tick_at: float,
+    ) -> int:
+        at = updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        written: list[int] = []
+        for item in work:
+            watermark = self.store.watermark(item[0].partition)
+            assert watermark is not None  # planned with one, and nothing awaited since
+            written.append(watermark)
+        # Current snapshots first, in a round trip of their own: they are what dashboards
+        # and alerts wait for, and a tick's history (up to 2,000 entries, tenths of a
+        # second to build) held every one of them back, most at the end of a backlog.
+        with collection_paused():
+            pipe, outgoing = self._current_commands(work, written, at)
         started = time.perf_counter()
         await pipe.execute()
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -326,6 +377,10 @@ class Publisher:
         self._observe_latency(max(written))
         for payload_key, data in outgoing:
             await self.kafka_send(payload_key, data)
+        if any(item[5] for item in work):
+            with collection_paused():
+                pipe = self._history_commands(work, written, at)
+            await pipe.execute()
         # The tick's start, not the end of the writes: the next tick one interval later is
         # due. Stamped after a write of tens of ms, every key waited a tick more (1.2 s).
         now = tick_at

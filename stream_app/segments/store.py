@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +82,9 @@ class SegmentStore:
     confirmed: dict[tuple[int, int], int] = field(default_factory=dict)
     # (segment-stage partition, source partition) whose latest tick said it is catching up
     # on a backlog: its next checkpoints will move the counts a lot, and soon.
-    catching_up: set[tuple[int, int]] = field(default_factory=set)
+    # The value is when that source expects to be done (``monotonic`` time), None if unknown.
+    catching_up: dict[tuple[int, int], float | None] = field(default_factory=dict)
+    monotonic: Callable[[], float] = time.monotonic
 
     def aggregate(self, segment: str, partition: int) -> SegmentAggregate:
         aggregate = self.aggregates.get(segment)
@@ -103,9 +106,12 @@ class SegmentStore:
             if watermark is not None and watermark > self.confirmed.get(key, -1):
                 self.confirmed[key] = int(watermark)
             if message.get("cu"):
-                self.catching_up.add(key)
+                eta_ms = message.get("eta_ms")
+                self.catching_up[key] = (
+                    self.monotonic() + eta_ms / 1000 if isinstance(eta_ms, int) else None
+                )
             else:
-                self.catching_up.discard(key)
+                self.catching_up.pop(key, None)
             return [], []
         aggregate = self.aggregate(segment, partition)
         touched: set[tuple[str, int, str, int]] = set()
@@ -133,6 +139,17 @@ class SegmentStore:
         """Whether a source partition feeding ``partition`` last said it is in a backlog."""
         return any(p == partition for p, _src in self.catching_up)
 
+    def backlog_ends_within(self, partition: int, horizon_s: float) -> bool:
+        """Whether a source of ``partition`` expects its backlog done within ``horizon_s``.
+
+        An end already past counts too: the source said it was close and is not done yet.
+        """
+        limit = self.monotonic() + horizon_s
+        return any(
+            p == partition and end is not None and end <= limit
+            for (p, _src), end in self.catching_up.items()
+        )
+
     def confirmed_watermarks(self, partition: int) -> dict[int, int]:
         """Per source partition, the watermark up to which its counts have all arrived."""
         return {src: wm for (p, src), wm in self.confirmed.items() if p == partition}
@@ -151,7 +168,7 @@ class SegmentStore:
             del self.watermarks[key]
         for key in [key for key in self.confirmed if key[0] in gone]:
             del self.confirmed[key]
-        self.catching_up = {key for key in self.catching_up if key[0] not in gone}
+        self.catching_up = {key: end for key, end in self.catching_up.items() if key[0] not in gone}
 
     def owned(self, partitions: set[int]) -> Iterator[SegmentAggregate]:
         return (a for a in self.aggregates.values() if a.partition in partitions)
