@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -43,7 +44,8 @@ _DESCRIPTION = """\
 Measure the processor on this machine, in one run, against its own embedded broker and a
 private redis-server (nothing else is touched):
 
-  (a) the limit: a plain aiokafka consumer reading and JSON-decoding the input messages;
+  (a) the limit: a plain aiokafka consumer reading and JSON-decoding the input messages
+      (the median of three passes);
   (b) the full engine end to end: the events are produced first, then the workers start;
       timed from the first event a worker reads to the moment the snapshots of segment
       `all` in Redis match an independent batch recount of the same events, with 1 and 2
@@ -96,6 +98,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="distinct customers for (d); 0 skips it (default: 1000000)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure (a) and each (b) this many times, in turn, each (b) on fresh topics, "
+        "and report the medians (default: 1). The machine's speed drifts between runs "
+        "minutes apart; the median of paired runs is the figure to compare",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("bench-result.json"),
@@ -114,8 +124,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError:
         logger.error("--workers takes comma-separated whole numbers, e.g. 1,2")
         return 2
-    if args.events < 1000 or not worker_counts or min(worker_counts) < 1:
-        logger.error("--events must be at least 1000 and --workers at least 1")
+    if args.events < 1000 or not worker_counts or min(worker_counts) < 1 or args.repeat < 1:
+        logger.error("--events must be at least 1000, --workers and --repeat at least 1")
         return 2
     stack = DevStack(log_dir=args.log_dir)
     try:
@@ -173,58 +183,114 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
         "partitions": args.partitions,
     }
 
-    engine: dict[int, EngineResult] = {}
-    mismatches: dict[int, int] = {}
-    topics_of_first_run: list[str] = []
-    for count in worker_counts:
-        run_deployment = first if not engine else deployment()
-        logger.info("(b) full engine with %d worker(s)", count)
-        outcome, workers = run_engine(
-            stack, run_deployment, records, reference, count, timeout_s=900, progress=_progress
-        )
-        engine[count] = outcome
-        mismatches[count] = _verify(run_deployment, reference)
+    plain_runs: list[dict[str, Any]] = []
+    engine_runs: dict[int, list[dict[str, float]]] = {count: [] for count in worker_counts}
+    for repetition in range(1, args.repeat + 1):
+        of = f" (run {repetition} of {args.repeat})" if args.repeat > 1 else ""
+        outcomes: dict[int, tuple[EngineResult, int]] = {}
+        topics: list[str] = []
+        for count in worker_counts:
+            run_deployment = first if repetition == 1 and not topics else deployment()
+            logger.info("(b) full engine with %d worker(s)%s", count, of)
+            outcome, workers = run_engine(
+                stack, run_deployment, records, reference, count, timeout_s=900, progress=_progress
+            )
+            outcomes[count] = (outcome, _verify(run_deployment, reference))
+            logger.info(
+                "(b) %d worker(s): %.0f events/s (%.0f per worker); producing them took %.1fs",
+                count,
+                outcome.events_per_s,
+                outcome.events_per_s_per_worker,
+                outcome.produce_seconds,
+            )
+            for worker in workers:
+                worker.process.popen.terminate()
+            for worker in workers:
+                worker.process.popen.wait(30)
+            if not topics:
+                topics = list(input_topics(run_deployment.settings()).values())
+        # Right after the (b) runs it is compared with, on the same messages: the machine's
+        # speed drifts over minutes, and a ratio of two moments is no ratio.
+        logger.info("(a) plain aiokafka consumer of the same %d messages%s", len(records), of)
+        passes = asyncio.run(plain_consumer(bootstrap, topics, args.partitions, len(records)))
+        plain_s = statistics.median(passes)
+        plain_rate = len(records) / plain_s
+        plain_runs.append({"seconds": plain_s, "events_per_s": plain_rate, "passes": passes})
+        for count, (outcome, mismatches) in outcomes.items():
+            engine_runs[count].append(
+                {
+                    "seconds": outcome.seconds,
+                    "events_per_s": outcome.events_per_s,
+                    "events_per_s_per_worker": outcome.events_per_s_per_worker,
+                    "producer_seconds": outcome.produce_seconds,
+                    "ratio_to_plain_per_worker": outcome.events_per_s_per_worker / plain_rate,
+                    "verify_mismatches": mismatches,
+                }
+            )
         logger.info(
-            "(b) %d worker(s): %.0f events/s (%.0f per worker); producing them took %.1fs",
-            count,
-            outcome.events_per_s,
-            outcome.events_per_s_per_worker,
-            outcome.produce_seconds,
+            "(a) %.0f events/s; (b)/(a) per worker: %s",
+            plain_rate,
+            ", ".join(
+                f"{count} worker(s) {engine_runs[count][-1]['ratio_to_plain_per_worker']:.3f}"
+                for count in outcomes
+            ),
         )
-        for worker in workers:
-            worker.process.popen.terminate()
-        for worker in workers:
-            worker.process.popen.wait(30)
-        if not topics_of_first_run:
-            topics_of_first_run = list(input_topics(run_deployment.settings()).values())
-
-    logger.info("(a) plain aiokafka consumer of the same %d messages", len(records))
-    plain_s = asyncio.run(
-        plain_consumer(bootstrap, topics_of_first_run, args.partitions, len(records))
-    )
-    plain_rate = len(records) / plain_s
-    result["plain_consumer"] = {"seconds": plain_s, "events_per_s": plain_rate}
-    result["engine"] = {
-        str(count): {
-            "seconds": outcome.seconds,
-            "events_per_s": outcome.events_per_s,
-            "events_per_s_per_worker": outcome.events_per_s_per_worker,
-            "producer_seconds": outcome.produce_seconds,
-            "ratio_to_plain_per_worker": outcome.events_per_s_per_worker / plain_rate,
-            "verify_mismatches": mismatches[count],
-        }
-        for count, outcome in engine.items()
-    }
-    if 1 in engine and 2 in engine:
-        result["scaling_2_vs_1"] = engine[2].events_per_s / engine[1].events_per_s
+    result.update(summarise_runs(plain_runs, engine_runs))
 
     if args.latency_seconds > 0:
-        rate = max(10.0, engine[min(engine)].events_per_s_per_worker / 2)
+        fewest = result["engine"][str(min(worker_counts))]
+        rate = max(10.0, fewest["events_per_s_per_worker"] / 2)
         result["latency"] = _latency(stack, deployment(), rate, args.latency_seconds)
     if args.memory_customers > 0:
         result["memory"] = _memory(stack, deployment(), args.memory_customers)
     result["finished_at"] = datetime.now(UTC).isoformat()
     return result
+
+
+def summarise_runs(
+    plain_runs: list[dict[str, Any]], engine_runs: dict[int, list[dict[str, float]]]
+) -> dict[str, Any]:
+    """The result's throughput part: medians of the repeated runs, each run kept under ``runs``.
+
+    A ratio is taken within a repetition ((b) over the (a) measured right after it) and
+    the median of those ratios reported, not the ratio of two medians. Mismatches add up:
+    one inexact run makes the whole result inexact.
+    """
+
+    def median(runs: list[dict[str, Any]], name: str) -> float:
+        return float(statistics.median(run[name] for run in runs))
+
+    engine: dict[str, dict[str, Any]] = {}
+    for count, runs in engine_runs.items():
+        ratios = [run["ratio_to_plain_per_worker"] for run in runs]
+        engine[str(count)] = {
+            "seconds": median(runs, "seconds"),
+            "events_per_s": median(runs, "events_per_s"),
+            "events_per_s_per_worker": median(runs, "events_per_s_per_worker"),
+            "producer_seconds": median(runs, "producer_seconds"),
+            "ratio_to_plain_per_worker": float(statistics.median(ratios)),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "verify_mismatches": int(sum(run["verify_mismatches"] for run in runs)),
+            "runs": runs,
+        }
+    summary: dict[str, Any] = {
+        "repeat": len(plain_runs),
+        "plain_consumer": {
+            "seconds": median(plain_runs, "seconds"),
+            "events_per_s": median(plain_runs, "events_per_s"),
+            "runs": plain_runs,
+        },
+        "engine": engine,
+    }
+    if 1 in engine_runs and 2 in engine_runs:
+        summary["scaling_2_vs_1"] = float(
+            statistics.median(
+                two["events_per_s"] / one["events_per_s"]
+                for one, two in zip(engine_runs[1], engine_runs[2], strict=True)
+            )
+        )
+    return summary
 
 
 def _verify(deployment: Deployment, reference: Reference) -> int:
@@ -339,19 +405,23 @@ def _print_summary(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"kpi bench: {result['events']:,} events, {result['partitions']} partitions"
-    )
+    title = f"kpi bench: {result['events']:,} events, {result['partitions']} partitions"
+    if result["repeat"] > 1:
+        title += f", medians of {result['repeat']} runs"
+    table = Table(title=title)
     table.add_column("measurement")
     table.add_column("figure", justify="right")
     table.add_column("ratio", justify="right")
     plain = result["plain_consumer"]["events_per_s"]
     table.add_row("(a) plain aiokafka consumer + JSON decode", f"{plain:,.0f} ev/s", "1.00")
     for count, figures in result["engine"].items():
+        ratio = f"{figures['ratio_to_plain_per_worker']:.2f}"
+        if len(figures["runs"]) > 1:
+            ratio += f" ({figures['ratio_min']:.2f} to {figures['ratio_max']:.2f})"
         table.add_row(
             f"(b) full engine, {count} worker(s), per worker",
             f"{figures['events_per_s_per_worker']:,.0f} ev/s",
-            f"{figures['ratio_to_plain_per_worker']:.2f}",
+            ratio,
         )
     if "scaling_2_vs_1" in result:
         table.add_row("(b) 2 workers / 1 worker", "", f"{result['scaling_2_vs_1']:.2f}")
@@ -373,4 +443,4 @@ def _print_summary(result: dict[str, Any]) -> None:
     Console(file=sys.stdout).print(table)
 
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "summarise_runs"]

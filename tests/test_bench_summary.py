@@ -1,0 +1,58 @@
+"""How ``kpi bench --repeat`` condenses its runs: per-repetition ratios, medians, every run kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_app.bench.cli import summarise_runs
+
+
+def _run(rate: float, plain: float, mismatches: int = 0) -> dict[str, float]:
+    return {
+        "seconds": 200_000 / rate,
+        "events_per_s": rate,
+        "events_per_s_per_worker": rate,
+        "producer_seconds": 4.0,
+        "ratio_to_plain_per_worker": rate / plain,
+        "verify_mismatches": mismatches,
+    }
+
+
+def test_ratios_are_paired_per_repetition_and_the_median_reported() -> None:
+    # The machine slows down in the second repetition: both (a) and (b) halve. The ratio of
+    # each pair stays 0.2; a ratio of the medians (or of a fast (b) to a slow (a)) would not.
+    plain_rates = [200_000.0, 100_000.0, 150_000.0]
+    plain = [{"seconds": 200_000 / r, "events_per_s": r} for r in plain_rates]
+    one = [_run(40_000, 200_000), _run(20_000, 100_000), _run(36_000, 150_000)]
+    summary = summarise_runs(plain, {1: one})
+
+    assert summary["repeat"] == 3
+    assert summary["plain_consumer"]["events_per_s"] == 150_000
+    assert summary["plain_consumer"]["runs"] == plain
+    figures = summary["engine"]["1"]
+    assert figures["events_per_s"] == 36_000
+    assert figures["ratio_to_plain_per_worker"] == pytest.approx(0.2)
+    assert figures["ratio_min"] == pytest.approx(0.2)
+    assert figures["ratio_max"] == pytest.approx(0.24)
+    assert figures["runs"] == one
+    assert "scaling_2_vs_1" not in summary
+
+
+def test_scaling_pairs_runs_of_one_repetition_and_mismatches_add_up() -> None:
+    plain = [{"seconds": 1.0, "events_per_s": 200_000.0}] * 3
+    one = [_run(40_000, 200_000), _run(20_000, 200_000, mismatches=2), _run(30_000, 200_000)]
+    two = [_run(60_000, 200_000), _run(40_000, 200_000), _run(30_000, 200_000, mismatches=1)]
+    summary = summarise_runs(plain, {1: one, 2: two})
+
+    # Per repetition 1.5, 2.0 and 1.0: the median is 1.5 (medians of the rates give 4/3).
+    assert summary["scaling_2_vs_1"] == pytest.approx(1.5)
+    assert summary["engine"]["1"]["verify_mismatches"] == 2
+    assert summary["engine"]["2"]["verify_mismatches"] == 1
+
+
+def test_one_run_reports_that_run() -> None:
+    plain = [{"seconds": 1.0, "events_per_s": 180_000.0}]
+    one = [_run(45_000, 180_000)]
+    figures = summarise_runs(plain, {1: one})["engine"]["1"]
+    assert figures["ratio_to_plain_per_worker"] == pytest.approx(0.25)
+    assert figures["ratio_min"] == figures["ratio_max"] == figures["ratio_to_plain_per_worker"]
