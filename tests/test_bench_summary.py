@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from stream_app.bench.cli import summarise_runs
@@ -56,3 +60,24 @@ def test_one_run_reports_that_run() -> None:
     figures = summarise_runs(plain, {1: one})["engine"]["1"]
     assert figures["ratio_to_plain_per_worker"] == pytest.approx(0.25)
     assert figures["ratio_min"] == figures["ratio_max"] == figures["ratio_to_plain_per_worker"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--repeat", "0"], ["--repeat", "-2"], ["--workers", "0"], ["--events", "10"]],
+)
+def test_arguments_out_of_range_are_refused_before_anything_starts(
+    args: list[str], tmp_path: Path
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "stream_app", "bench", *args, "--log-dir", str(tmp_path / "logs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "--repeat at least 1" in completed.stderr + completed.stdout
+    # Refused before a broker or Redis was started: no child logs were written.
+    assert not (tmp_path / "logs").exists()
