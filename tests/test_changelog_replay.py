@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 
 from stream_app.customers.partition import (
+    CUSTOMER_APPEND_FROM_BYTES,
     CUSTOMER_RECORD_MAX_BYTES,
+    MAX_CUSTOMER_PARTS,
     ChangelogReplay,
     PartitionState,
     RawMessage,
@@ -139,10 +141,10 @@ def _one_busy_customer(count: int, start: datetime, first_offset: int = 0) -> li
         moment = (start + timedelta(seconds=20 * i)).isoformat().replace("+00:00", "Z")
         value = orjson.dumps(
             {
-                "event_id": f"evt-{start:%j}-{i:08d}-0123456789abcdef",
+                "event_id": f"evt-{start:%j}-{first_offset + i:08d}-0123456789abcdef",
                 "customer_id": "guest",
                 "occurred_at": moment,
-                "order_id": f"order-{start:%j}-{i}",
+                "order_id": f"order-{start:%j}-{first_offset + i}",
                 "amount": "12.50",
                 "currency": SETTINGS.reporting_currency,
             }
@@ -206,3 +208,130 @@ def test_a_torn_checkpoint_of_a_big_customer_keeps_the_previous_one() -> None:
     final, torn = _recover(log)
     assert torn == 0
     assert _view(final) == _reference([first, second])
+
+
+def _customer_writes(records: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
+    return [(key, value) for key, value in records if key.startswith((b"c:", b"e:"))]
+
+
+def _written_bytes(records: list[tuple[bytes, bytes | None]]) -> int:
+    return sum(len(key) + len(value or b"") for key, value in _customer_writes(records))
+
+
+def _step(log: Log, state: PartitionState, batch: list[RawMessage], seq: int) -> list[Any]:
+    """Ingest one batch and checkpoint it; returns the checkpoint's customer records."""
+    state.ingest(batch)
+    tag, records = checkpoint_records(state.checkpoint(), "g1", seq)
+    log.extend((key, value, tag) for key, value in records)
+    return _customer_writes(records)
+
+
+def _assert_recovers(log: Log, state: PartitionState) -> None:
+    for candidate in (log, _compacted(log)):
+        recovered, torn = _recover(candidate)
+        assert torn == 0
+        assert _view(recovered) == _view(state)
+
+
+def test_a_big_customer_checkpoint_writes_its_new_events_not_its_history() -> None:
+    """A busy customer used to be rewritten whole (here 0.8 MB) for every new event."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    history = _one_busy_customer(12_000, start)
+    log: Log = []
+    state = PartitionState(0, SETTINGS, _clock)
+    full = _step(log, state, history, 1)
+    assert _written_bytes(full) > 750_000
+    batches = [history]
+    offset = 12_000
+    for seq in range(2, 12):
+        batch = _one_busy_customer(5, start + timedelta(days=3, minutes=seq), offset)
+        if seq == 5:
+            # Arrives late, between events already persisted: recovery must sort it in.
+            batch += _one_busy_customer(1, start + timedelta(hours=5, seconds=7), offset + 5)
+        offset += len(batch)
+        batches.append(batch)
+        writes = _step(log, state, batch, seq)
+        # The head (states, part count) and one part with the new events.
+        assert [key[:2] for key, _ in writes] == [b"c:", b"e:"]
+        assert _written_bytes(writes) < 2_000
+        _assert_recovers(log, state)
+    assert len(state.customers["guest"].events) == 12_051
+    reference = _reference(batches)
+    assert _view(state)["partials"] == reference["partials"]
+    assert _view(state)["customers"] == reference["customers"]
+
+    # A new owner carries on appending from what it recovered.
+    recovered, _torn = _recover(log)
+    batch = _one_busy_customer(5, start + timedelta(days=4), offset)
+    writes = _step(log, recovered, batch, 12)
+    assert _written_bytes(writes) < 2_000
+    _assert_recovers(log, recovered)
+
+
+def test_a_big_customer_is_rewritten_whole_after_many_appended_parts() -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    log: Log = []
+    state = PartitionState(0, SETTINGS, _clock)
+    _step(log, state, _one_busy_customer(3_000, start), 1)
+    whole = state.customers["guest"].parts
+    assert whole >= 1
+    offset = 3_000
+    seq = 1
+    while state.customers["guest"].parts < MAX_CUSTOMER_PARTS:
+        seq += 1
+        _step(
+            log, state, _one_busy_customer(2, start + timedelta(days=2, minutes=seq), offset), seq
+        )
+        offset += 2
+    seq += 1
+    writes = _step(log, state, _one_busy_customer(2, start + timedelta(days=3), offset), seq)
+    # Compacted into as few parts as the first write, the appended ones deleted.
+    assert state.customers["guest"].parts == whole
+    tombstones = [key for key, value in writes if value is None]
+    assert len(tombstones) == MAX_CUSTOMER_PARTS - whole
+    _assert_recovers(log, state)
+
+
+def test_a_torn_append_is_discarded_and_its_part_deleted() -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    log: Log = []
+    state = PartitionState(0, SETTINGS, _clock)
+    first = _one_busy_customer(3_000, start)
+    _step(log, state, first, 1)
+    state.ingest(_one_busy_customer(5, start + timedelta(days=2), 3_000))
+    tag, records = checkpoint_records(state.checkpoint(), "g1", 2)
+    log.extend((key, value, tag) for key, value in records[:-1])  # crashed before the marker
+    recovered, torn = _recover(log)
+    assert torn > 0
+    assert _view(recovered) == _reference([first])
+    # The next owner deletes the torn part no head counts, and appends again later.
+    tag, records = checkpoint_records(recovered.checkpoint(), "g2", 1)
+    log.extend((key, value, tag) for key, value in records)
+    assert any(key.startswith(b"e:") and value is None for key, value in records)
+    again, torn = _recover(log)
+    assert torn == 0
+    assert _view(again) == _reference([first])
+
+
+def test_a_big_customer_is_pruned_in_steps_not_at_every_checkpoint() -> None:
+    """Pruning rewrites a big customer whole, so it waits for a 16th of the dedupe horizon."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    horizon = SETTINGS.dedupe_horizon
+    log: Log = []
+    state = PartitionState(0, SETTINGS, _clock)
+    _step(log, state, _one_busy_customer(12_000, start, 0), 1)  # 2 days 18 hours
+    # An hour of events is past the horizon now: still only the new events are written.
+    writes = _step(
+        log, state, _one_busy_customer(5, start + horizon + timedelta(hours=1), 12_000), 2
+    )
+    assert _written_bytes(writes) < 2_000
+    assert len(state.customers["guest"].events) == 12_005
+    # Two days past, beyond the slack: pruned to the horizon and rewritten whole.
+    later = start + horizon + timedelta(days=2)
+    writes = _step(log, state, _one_busy_customer(5, later, 12_005), 3)
+    events = state.customers["guest"].events
+    assert events[0][0] >= int((later - horizon).timestamp()) * 1_000_000
+    assert len(events) < 12_000
+    assert _written_bytes(writes) > CUSTOMER_APPEND_FROM_BYTES
+    assert any(value is None for _key, value in writes)  # parts it no longer needs
+    _assert_recovers(log, state)

@@ -44,6 +44,15 @@ PART_PREFIX = b"e:"
 # refuses records over 1 MB by default, and one shopper id can carry 100,000 events a month
 # (a guest checkout, a bot, a busy business account).
 CUSTOMER_RECORD_MAX_BYTES = 256 * 1024
+# A customer whose record is bigger is written so that later checkpoints append its new
+# events as a part instead of rewriting them all: without it, every checkpoint touching a
+# customer with 60,000 events in the dedupe horizon wrote 4 MB for one new event.
+CUSTOMER_APPEND_FROM_BYTES = 16 * 1024
+# Appended parts before a customer is rewritten whole (compacted into the fewest parts).
+MAX_CUSTOMER_PARTS = 32
+# A big customer's events are pruned only once one is this far past the dedupe horizon (as
+# a fraction of it): a prune rewrites the record whole, at most about once per 1/16th.
+PRUNE_SLACK_FRACTION = 16
 PARTIAL_PREFIX = b"p:"
 # A checkpoint's marker: the prefix plus the writer's generation. Compaction keeps the newest
 # record of each key, so one key per generation keeps each generation's last marker, which
@@ -463,11 +472,12 @@ class PartitionState:
         if self.watermark_us is None:
             return
         keep_from = self.watermark_us - self.retention_us
+        slack_us = self.retention_us // PRUNE_SLACK_FRACTION
         for customer in self._dirty_customers:
-            self.customers[customer].prune(keep_from, self.attribution_us)
+            self.customers[customer].prune(keep_from, self.attribution_us, slack_us)
         for customer in self._sweep_batch():
             record = self.customers.get(customer)
-            if record is not None and record.prune(keep_from, self.attribution_us):
+            if record is not None and record.prune(keep_from, self.attribution_us, slack_us):
                 self._dirty_customers.add(customer)
         # No event older than watermark - lateness is accepted any more, and a fact moves no
         # window entry before its event (or, for conversions, the click it converts).
@@ -544,6 +554,8 @@ class PartitionState:
                 parts = self._loaded_parts.get(customer, {})
                 for index in range(1, record.parts + 1):
                     record.events.extend(parts.get(index, ()))
+                # Appended parts hold events in arrival order, which may go back in time.
+                record.events.sort()
                 record.ids.update(event[2] for event in record.events)
         self._loaded_parts.clear()
         for array in self.partials.values():
@@ -604,40 +616,69 @@ class ChangelogReplay:
 
 
 def customer_records(customer: str, record: CustomerRecord) -> list[tuple[bytes, bytes | None]]:
-    """A customer's changelog records: one, or a head and parts when it is too big for one.
+    """A customer's changelog records: one, or a head and parts when it is big.
 
-    The head carries the states, the first events and the number of parts; parts a record
-    used to have beyond that get a tombstone so that compaction drops them.
+    A small customer is one record, rewritten whole. A big one is a head with the states
+    and the number of parts, and parts with the events; as long as nothing was pruned,
+    the next writes append its new events as further parts, so a checkpoint writes what
+    changed, not the customer's whole history. Every ``MAX_CUSTOMER_PARTS`` parts, and
+    after a prune, it is rewritten whole; parts it had beyond that get a tombstone so that
+    compaction drops them.
     """
     key = CUSTOMER_PREFIX + customer.encode()
-    value = orjson.dumps(record.to_json())
     previous_parts = record.parts
-    if len(value) <= CUSTOMER_RECORD_MAX_BYTES:
+    unsaved = record.unsaved
+    if unsaved and previous_parts < MAX_CUSTOMER_PARTS:
+        pieces = _event_pieces(unsaved)
+        record.parts += len(pieces)
+        record.unsaved = []
+        return [
+            (key, _head(record)),
+            *(
+                (_part_key(index, customer), piece)
+                for index, piece in enumerate(pieces, 1 + previous_parts)
+            ),
+        ]
+    value = orjson.dumps(record.to_json())
+    if len(value) <= CUSTOMER_APPEND_FROM_BYTES:
         record.parts = 0
+        record.unsaved = None
         records: list[tuple[bytes, bytes | None]] = [(key, value)]
     else:
-        events = record.events
-        # Sized from the average event, then halved until every piece fits: event sizes
-        # differ (ids and campaigns are up to 128 characters).
-        per_piece = max(1, len(events) * CUSTOMER_RECORD_MAX_BYTES // len(value))
-        while True:
-            pieces = [events[i : i + per_piece] for i in range(0, len(events), per_piece)]
-            head = orjson.dumps({**record.to_json(), "ev": pieces[0], "parts": len(pieces) - 1})
-            encoded = [orjson.dumps({"ev": piece}) for piece in pieces[1:]]
-            if per_piece == 1 or all(
-                len(item) <= CUSTOMER_RECORD_MAX_BYTES for item in (head, *encoded)
-            ):
-                break
-            per_piece //= 2
-        record.parts = len(pieces) - 1
-        records = [(key, head)]
+        pieces = _event_pieces(record.events)
+        record.parts = len(pieces)
+        record.unsaved = []
+        records = [(key, _head(record))]
         records.extend(
-            (_part_key(index, customer), value) for index, value in enumerate(encoded, start=1)
+            (_part_key(index, customer), piece) for index, piece in enumerate(pieces, start=1)
         )
     records.extend(
         (_part_key(index, customer), None) for index in range(record.parts + 1, previous_parts + 1)
     )
     return records
+
+
+def _head(record: CustomerRecord) -> bytes:
+    """The head of a big customer: its states and how many parts hold its events."""
+    return orjson.dumps({"ev": [], "base": record.base, "end": record.end, "parts": record.parts})
+
+
+def _event_pieces(events: list[StoredEvent]) -> list[bytes]:
+    """``events`` as encoded parts of at most ``CUSTOMER_RECORD_MAX_BYTES`` (about) each."""
+    encoded = orjson.dumps({"ev": events})
+    if len(encoded) <= CUSTOMER_RECORD_MAX_BYTES:
+        return [encoded]
+    # Sized from the average event, then halved until every piece fits: event sizes differ
+    # (ids and campaigns are up to 128 characters).
+    per_piece = max(1, len(events) * CUSTOMER_RECORD_MAX_BYTES // len(encoded))
+    while True:
+        pieces = [
+            orjson.dumps({"ev": events[i : i + per_piece]})
+            for i in range(0, len(events), per_piece)
+        ]
+        if per_piece == 1 or all(len(piece) <= CUSTOMER_RECORD_MAX_BYTES for piece in pieces):
+            return pieces
+        per_piece //= 2
 
 
 def _part_key(index: int, customer: str) -> bytes:

@@ -166,15 +166,26 @@ def fold(
 class CustomerRecord:
     """A customer's retained events (sorted), the state before them, and the state after."""
 
-    __slots__ = ("base", "end", "events", "ids", "parts")
+    __slots__ = ("base", "end", "events", "ids", "parts", "unsaved")
 
-    def __init__(self, events: list[StoredEvent], base: State, end: State, parts: int = 0) -> None:
+    def __init__(
+        self,
+        events: list[StoredEvent],
+        base: State,
+        end: State,
+        parts: int = 0,
+        unsaved: list[StoredEvent] | None = None,
+    ) -> None:
         self.events = events
         self.base = base
         self.end = end
         self.ids = {event[2] for event in events}
         # Changelog records beyond the first that hold this customer's events (a big one).
         self.parts = parts
+        # None: the next changelog write is the whole record. A list: every event is
+        # persisted but these, so the next write may append them as a part of their own
+        # (a big customer; see ``customer_records``).
+        self.unsaved = unsaved
 
     @classmethod
     def new(cls) -> CustomerRecord:
@@ -185,7 +196,11 @@ class CustomerRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CustomerRecord:
-        return cls(data["ev"], data["base"], data["end"], data.get("parts", 0))
+        parts = data.get("parts", 0)
+        # A head without events and with parts is the appendable layout; a head with events
+        # (one record, or the older split layout) is rewritten whole at its next write.
+        appendable = bool(parts) and not data["ev"]
+        return cls(data["ev"], data["base"], data["end"], parts, [] if appendable else None)
 
     def apply(
         self,
@@ -210,14 +225,23 @@ class CustomerRecord:
         self.end = fold(start, suffix, attribution_us, facts, 1, grain_us)
         self.events[pos:] = suffix
         self.ids.update(event[2] for event in new_events)
+        if self.unsaved is not None:
+            self.unsaved.extend(new_events)
 
-    def prune(self, before_us: int, attribution_us: int) -> bool:
-        """Fold events older than ``before_us`` into the base state; True if any were."""
-        count = bisect_left(self.events, [before_us])
-        if not count:
+    def prune(self, before_us: int, attribution_us: int, slack_us: int = 0) -> bool:
+        """Fold events older than ``before_us`` into the base state; True if any were.
+
+        A record whose writes append (``unsaved`` is a list) is pruned only once an event is
+        ``slack_us`` past due: dropping persisted events means rewriting it whole, and a
+        busy customer has events coming due at every checkpoint.
+        """
+        events = self.events
+        if not events or events[0][0] >= before_us - (slack_us if self.unsaved is not None else 0):
             return False
-        dropped = self.events[:count]
+        count = bisect_left(events, [before_us])
+        dropped = events[:count]
         self.base = fold(self.base, dropped, attribution_us)
-        del self.events[:count]
+        del events[:count]
         self.ids.difference_update(event[2] for event in dropped)
+        self.unsaved = None
         return True
