@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby, islice
-from operator import itemgetter
+from operator import add, itemgetter, sub
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -32,7 +32,14 @@ from stream_app.customers.timeline import (
     StoredEvent,
     stored,
 )
-from stream_app.kpis.windows import WIDTH, DiffArray, coarsen, fact_grain_us, fact_ranges
+from stream_app.kpis.windows import (
+    WIDTH,
+    DiffArray,
+    coarsen,
+    coarsen_points,
+    fact_grain_us,
+    fact_ranges,
+)
 from stream_app.settings import Settings, duration_ms, format_duration
 
 logger = logging.getLogger(__name__)
@@ -320,7 +327,7 @@ class PartitionState:
             if count:
                 result.accepted[_RANK_TYPES[rank]] = count
 
-        facts: Facts = {}
+        facts = Facts()
         for customer, events in pending.items():
             record = customers.get(customer)
             if record is None:
@@ -365,33 +372,43 @@ class PartitionState:
     def _apply_facts(self, facts: Facts) -> None:
         partials = self.partials
         dirty = self._dirty_entries
-        by_step = {self._grain_us: facts}
+        points_by_step = {self._grain_us: facts.points}
+        spans_by_step = {self._grain_us: facts.spans}
         for spec in self._specs_by_step:
-            spec_facts = by_step.get(spec.step_us)
-            if spec_facts is None:
+            step_us = spec.step_us
+            points = points_by_step.get(step_us)
+            if points is None:
                 # From the coarsest set already made whose step divides this one: fewest facts.
-                source = max(step for step in by_step if spec.step_us % step == 0)
-                spec_facts = by_step[spec.step_us] = coarsen(by_step[source], spec.step_us)
+                source = max(step for step in points_by_step if step_us % step == 0)
+                points = points_by_step[step_us] = coarsen_points(points_by_step[source], step_us)
+                spans = spans_by_step[step_us] = coarsen(spans_by_step[source], step_us)
+            else:
+                spans = spans_by_step[step_us]
             name = spec.name
             steps = spec.steps
-            step_us = spec.step_us
             # Summed here per segment and window index first, then added to the arrays once
             # per index: facts of a batch share a few hundred indexes, and a method call and
             # two dirty keys per fact were most of this function.
             changes: dict[str, defaultdict[int, list[int]]] = {}
-            for fact, value in spec_facts.items():
+            for (segment, t), vector in points.items():
+                if not any(vector):
+                    continue
+                sums = changes.get(segment)
+                if sums is None:
+                    sums = changes[segment] = defaultdict(_zeros)
+                # A run of ``steps`` windows from the one containing ``t``.
+                first = t // step_us + 1
+                start = sums[first]
+                start[:] = map(add, start, vector)
+                end = sums[first + steps]
+                end[:] = map(sub, end, vector)
+            for fact, value in spans.items():
                 if not value:
                     continue
                 segment = fact[1]
                 sums = changes.get(segment)
                 if sums is None:
                     sums = changes[segment] = defaultdict(_zeros)
-                if fact[0] == "pt":
-                    # ``fact_ranges`` inlined for the commonest kind: one run of ``steps``.
-                    first = fact[3] // step_us + 1
-                    sums[first][fact[2]] += value
-                    sums[first + steps][fact[2]] -= value
-                    continue
                 for metric, first, last in fact_ranges(fact, spec):
                     sums[first][metric] += value
                     if last is not None:

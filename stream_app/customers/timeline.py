@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
-from stream_app.kpis.formulas import BASE_INDEX, to_micros
+from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX, to_micros
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -36,6 +36,7 @@ _PASSIVES = BASE_INDEX["passives"]
 _DETRACTORS = BASE_INDEX["detractors"]
 _CSAT = BASE_INDEX["csat_responses"]
 _SATISFIED = BASE_INDEX["csat_satisfied"]
+_WIDTH = len(BASE_COUNTS)
 
 # A stored event: [t_us, rank, event_id, *payload]; lists so that they sort and serialise.
 StoredEvent = list[Any]
@@ -43,7 +44,6 @@ StoredEvent = list[Any]
 # where last click = [t_us, campaign, region, converted] and previous purchases maps a
 # segment to the times of the customer's last two purchases in it.
 State = list[Any]
-Facts = dict[tuple[Any, ...], int]
 
 
 def to_us(moment: datetime) -> int:
@@ -71,6 +71,23 @@ def initial_state() -> State:
     return [False, "unknown", None, None, {}]
 
 
+class Facts:
+    """The KPI facts of a batch: per-time counts, and facts that span windows.
+
+    ``points`` maps ``(segment, t)`` to a vector of base counts that happened at ``t``
+    (``BASE_COUNTS`` order): a click adds to two of its metrics, in three segments, so one
+    key per segment instead of one per metric halves the dictionary work of the commonest
+    event. ``spans`` holds the other kinds (``stream_app.kpis.windows``): activity and a
+    purchase's first or second purchase in the window, keyed by the fact, valued by a count.
+    """
+
+    __slots__ = ("points", "spans")
+
+    def __init__(self) -> None:
+        self.points: dict[tuple[str, int], list[int]] = {}
+        self.spans: dict[tuple[Any, ...], int] = {}
+
+
 def fold(
     state: State,
     events: list[StoredEvent],
@@ -90,47 +107,56 @@ def fold(
     active, region, campaign, click, prev = state
     click = list(click) if click else None
     prev = {segment: list(times) for segment, times in prev.items()}
-    # Inlined ``out[key] = out.get(key, 0) + value`` below: a helper call per fact was a
-    # tenth of the customer stage.
-    out: Facts = {} if facts is None else facts
-    get = out.get
+    sink = Facts() if facts is None else facts
+    points = sink.points
+    point = points.get
+    # Inlined ``spans[key] = spans.get(key, 0) + value`` below: a helper call per fact was
+    # a tenth of the customer stage.
+    spans = sink.spans
+    get = spans.get
+    by_region = "region:" + region
     for event in events:
         t = event[0]
         tc = t - t % grain_us
         rank = event[1]
-        if rank == PURCHASE:
+        if rank == CLICK:
+            cost = sign * event[4]
+            for segment in ("all", by_region, "campaign:" + event[3]):
+                at = (segment, tc)
+                vector = point(at)
+                if vector is None:
+                    vector = points[at] = [0] * _WIDTH
+                vector[_CLICKS] += sign
+                vector[_SPEND] += cost
+            click = [t, event[3], region, False]
+        elif rank == PURCHASE:
             amount = sign * event[3]
-            by_region = "region:" + region
             for segment in ("all", by_region):
-                key: tuple[Any, ...] = ("pt", segment, _ORDERS, tc)
-                out[key] = get(key, 0) + sign
-                key = ("pt", segment, _REVENUE, tc)
-                out[key] = get(key, 0) + amount
+                at = (segment, tc)
+                vector = point(at)
+                if vector is None:
+                    vector = points[at] = [0] * _WIDTH
+                vector[_ORDERS] += sign
+                vector[_REVENUE] += amount
                 times = prev.get(segment)
                 q, q2 = (times[0], times[1]) if times else (None, None)
                 qc = None if q is None else q - q % grain_us
-                key = ("dp", segment, tc, qc)
-                out[key] = get(key, 0) + sign
+                key: tuple[Any, ...] = ("dp", segment, tc, qc)
+                spans[key] = get(key, 0) + sign
                 if q is not None:
                     key = ("dr", segment, tc, qc, None if q2 is None else q2 - q2 % grain_us)
-                    out[key] = get(key, 0) + sign
+                    spans[key] = get(key, 0) + sign
                 prev[segment] = [t, q]
             if click is not None and not click[3] and t - click[0] <= attribution_us:
                 click[3] = True
                 click_t = click[0] - click[0] % grain_us
                 for segment in ("all", "region:" + click[2], "campaign:" + click[1]):
-                    key = ("pt", segment, _CONVERTED, click_t)
-                    out[key] = get(key, 0) + sign
-                    key = ("pt", segment, _ATTRIBUTED, click_t)
-                    out[key] = get(key, 0) + amount
-        elif rank == CLICK:
-            cost = sign * event[4]
-            for segment in ("all", "region:" + region, "campaign:" + event[3]):
-                key = ("pt", segment, _CLICKS, tc)
-                out[key] = get(key, 0) + sign
-                key = ("pt", segment, _SPEND, tc)
-                out[key] = get(key, 0) + cost
-            click = [t, event[3], region, False]
+                    at = (segment, click_t)
+                    vector = point(at)
+                    if vector is None:
+                        vector = points[at] = [0] * _WIDTH
+                    vector[_CONVERTED] += sign
+                    vector[_ATTRIBUTED] += amount
         elif rank == SURVEY:
             score = event[4]
             if event[3] == "n":
@@ -138,28 +164,41 @@ def fold(
                 metrics: tuple[int, ...] = (_NPS, bucket)
             else:
                 metrics = (_CSAT, _SATISFIED) if score >= 4 else (_CSAT,)
-            for segment in ("all", "region:" + region):
+            for segment in ("all", by_region):
+                at = (segment, tc)
+                vector = point(at)
+                if vector is None:
+                    vector = points[at] = [0] * _WIDTH
                 for metric in metrics:
-                    key = ("pt", segment, metric, tc)
-                    out[key] = get(key, 0) + sign
+                    vector[metric] += sign
         elif rank == SIGNUP:
             if not active:
                 active, region, campaign = True, event[3], event[4]
-                for segment in ("all", "region:" + region):
-                    key = ("pt", segment, _NEW, tc)
-                    out[key] = get(key, 0) + sign
+                by_region = "region:" + region
+                segments = (
+                    ("all", by_region)
+                    if campaign is None
+                    else ("all", by_region, "campaign:" + campaign)
+                )
+                for segment in segments:
+                    at = (segment, tc)
+                    vector = point(at)
+                    if vector is None:
+                        vector = points[at] = [0] * _WIDTH
+                    vector[_NEW] += sign
+                for segment in ("all", by_region):
                     key = ("act", segment, tc)
-                    out[key] = get(key, 0) + sign
-                if campaign is not None:
-                    key = ("pt", "campaign:" + campaign, _NEW, tc)
-                    out[key] = get(key, 0) + sign
+                    spans[key] = get(key, 0) + sign
         elif rank == CANCELLATION and active:
             active = False
-            for segment in ("all", "region:" + region):
-                key = ("pt", segment, _CHURNED, tc)
-                out[key] = get(key, 0) + sign
+            for segment in ("all", by_region):
+                at = (segment, tc)
+                vector = point(at)
+                if vector is None:
+                    vector = points[at] = [0] * _WIDTH
+                vector[_CHURNED] += sign
                 key = ("act", segment, tc)
-                out[key] = get(key, 0) - sign
+                spans[key] = get(key, 0) - sign
     return [active, region, campaign, click, prev]
 
 

@@ -119,6 +119,21 @@ def coarsen(facts: dict[Fact, int], step_us: int) -> dict[Fact, int]:
     return {fact: value for fact, value in merged.items() if value}
 
 
+def coarsen_points(
+    points: dict[tuple[str, int], list[int]], step_us: int
+) -> dict[tuple[str, int], list[int]]:
+    """Per-time count vectors (``(segment, t)`` keys) with every time floored to ``step_us``."""
+    merged: dict[tuple[str, int], list[int]] = {}
+    for (segment, t), vector in points.items():
+        key = (segment, t // step_us * step_us)
+        total = merged.get(key)
+        if total is None:
+            merged[key] = list(vector)
+        else:
+            total[:] = map(add, total, vector)
+    return merged
+
+
 Range = tuple[int, int, int | None]
 
 
