@@ -31,8 +31,13 @@ COMMON = {
 # Borderline and hostile values for each field; every one is tried in every event type
 # that has the field, and in the others as an extra field.
 VARIANTS: dict[str, list[Any]] = {
-    "event_id": ["", "x" * 128, "x" * 129, "a\x00b", "a\x7fb", "é✓", " ", 1, None, [], {}],
-    "customer_id": ["", "c" * 128, "c" * 129, "a\nb", "ü", 7, True, None],
+    "event_id": [
+        *("", "x" * 128, "x" * 129, "a\x00b", "a\x7fb", "é✓", " ", 1, None, [], {}),
+        # Invisible, separator and unassigned characters: valid ids, but the fast path's
+        # ``isprintable`` leaves them to full validation.
+        *("a\u200bb", "a\u00a0b", "a\u2028b", "\U000e0001", "a\u0378"),
+    ],
+    "customer_id": ["", "c" * 128, "c" * 129, "a\nb", "ü", "c\u200d", "c\u3000", 7, True, None],
     "occurred_at": [
         "2026-11-02T09:15:00Z",
         "2026-11-02T09:15:00z",
@@ -239,6 +244,8 @@ def test_plain_messages_become_stored_events(
         ("campaign_click", {"cost": "-0"}),
         ("signup", {"extra": 1}),
         ("survey", {"score": 11}),
+        ("purchase", {"event_id": "ev\u200b1"}),  # a zero-width space: valid, but unusual
+        ("campaign_click", {"campaign_id": "spring\u00a01"}),  # no-break space: invalid
     ],
 )
 def test_unusual_messages_take_the_full_path(

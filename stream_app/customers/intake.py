@@ -32,10 +32,11 @@ from stream_app.customers.timeline import (
     to_us,
 )
 
-# Ids: 1 to 128 characters, no control characters (nor surrogates, which only Python callers
-# can produce); campaign ids also no whitespace. The same classes as schemas.events.
-_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,128}")
-_CAMPAIGN = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,128}")
+# Ids: schemas.events allows 1 to 128 characters without control characters or surrogates,
+# and for campaign ids without whitespace. Here ``str.isprintable`` stands in for those
+# classes: it refuses all of them and more (other invisible and separator characters, which
+# then take the full path), in a third of a regular expression's time.
+_ID_MAX = 128
 _REGION = re.compile(r"[A-Za-z0-9_-]{2,8}")
 # Years 1900-2099 only: near the ends of the datetime range a UTC conversion can overflow,
 # which full validation reports.
@@ -78,6 +79,10 @@ def _micros(value: Any, places: int) -> int | None:
     return micros if micros <= _MAX_MICROS else None
 
 
+def _plain_campaign(value: str) -> bool:
+    return 0 < len(value) <= _ID_MAX and value.isprintable() and " " not in value
+
+
 def _optional_text(data: dict[str, Any], name: str) -> bool:
     value = data.get(name)
     return value is None or type(value) is str
@@ -92,7 +97,7 @@ def _signup(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEve
     else:
         return None
     campaign = data.get("campaign_id")
-    if campaign is not None and not (type(campaign) is str and _CAMPAIGN.fullmatch(campaign)):
+    if campaign is not None and not (type(campaign) is str and _plain_campaign(campaign)):
         return None
     if not _optional_text(data, "channel"):
         return None
@@ -117,7 +122,12 @@ def _cancellation(data: dict[str, Any], head: StoredEvent, currency: str) -> Sto
 
 def _click(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEvent | None:
     campaign = data.get("campaign_id")
-    if type(campaign) is not str or not _CAMPAIGN.fullmatch(campaign):
+    if (
+        type(campaign) is not str
+        or not 0 < len(campaign) <= _ID_MAX
+        or not campaign.isprintable()
+        or " " in campaign
+    ):
         return None
     cost = data.get("cost")
     micros = 0 if cost is None else _micros(cost, 6)
@@ -169,8 +179,10 @@ def fast_stored(
         type(event_id) is not str
         or type(customer) is not str
         or type(stamp) is not str
-        or not _ID.fullmatch(event_id)
-        or not _ID.fullmatch(customer)
+        or not 0 < len(event_id) <= _ID_MAX
+        or not 0 < len(customer) <= _ID_MAX
+        or not event_id.isprintable()
+        or not customer.isprintable()
         or not _TIMESTAMP.fullmatch(stamp)
     ):
         return None
