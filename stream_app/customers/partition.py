@@ -33,6 +33,8 @@ from stream_app.customers.timeline import (
     stored,
 )
 from stream_app.kpis.windows import (
+    PURCHASING,
+    REPEAT,
     WIDTH,
     DiffArray,
     coarsen,
@@ -409,6 +411,25 @@ class PartitionState:
                 sums = changes.get(segment)
                 if sums is None:
                     sums = changes[segment] = defaultdict(_zeros)
+                # ``fact_ranges`` inlined for the purchase kinds, a few per purchase.
+                kind = fact[0]
+                if kind == "dp" and fact[3] is not None:
+                    bp = fact[2] // step_us
+                    lo = max(bp, fact[3] // step_us + steps)
+                    if lo < bp + steps:
+                        sums[lo + 1][PURCHASING] += value
+                        sums[bp + steps + 1][PURCHASING] -= value
+                    continue
+                if kind == "dr":
+                    bq = fact[3] // step_us
+                    q2 = fact[4]
+                    lo = fact[2] // step_us
+                    if q2 is not None:
+                        lo = max(lo, q2 // step_us + steps)
+                    if lo < bq + steps:
+                        sums[lo + 1][REPEAT] += value
+                        sums[bq + steps + 1][REPEAT] -= value
+                    continue
                 for metric, first, last in fact_ranges(fact, spec):
                     sums[first][metric] += value
                     if last is not None:

@@ -25,6 +25,7 @@ SIGNUP, CLICK, PURCHASE, SURVEY, CANCELLATION = range(5)
 _NEW = BASE_INDEX["new_customers"]
 _CHURNED = BASE_INDEX["churned_customers"]
 _ORDERS = BASE_INDEX["orders"]
+_PURCHASING = BASE_INDEX["purchasing_customers"]
 _REVENUE = BASE_INDEX["revenue_micros"]
 _CLICKS = BASE_INDEX["clicks"]
 _SPEND = BASE_INDEX["spend_micros"]
@@ -139,11 +140,16 @@ def fold(
                 vector[_ORDERS] += sign
                 vector[_REVENUE] += amount
                 times = prev.get(segment)
-                q, q2 = (times[0], times[1]) if times else (None, None)
-                qc = None if q is None else q - q % grain_us
-                key: tuple[Any, ...] = ("dp", segment, tc, qc)
-                spans[key] = get(key, 0) + sign
-                if q is not None:
+                if times is None:
+                    # The first purchase: every window containing it has a purchasing
+                    # customer more, which is what a count at this time means.
+                    vector[_PURCHASING] += sign
+                    q = None
+                else:
+                    q, q2 = times
+                    qc = q - q % grain_us
+                    key: tuple[Any, ...] = ("dp", segment, tc, qc)
+                    spans[key] = get(key, 0) + sign
                     key = ("dr", segment, tc, qc, None if q2 is None else q2 - q2 % grain_us)
                     spans[key] = get(key, 0) + sign
                 prev[segment] = [t, q]
