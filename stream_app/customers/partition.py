@@ -239,18 +239,27 @@ class PartitionState:
         append = self._buffer.append
         seq = self._seq
         for event_type, messages in runs:
+            # A run is one topic's (an event type has one); its next offset and newest event
+            # time are kept in locals and stored when the topic changes or the run ends.
+            topic = ""
+            next_offset = 0
+            head: int | None = None
             for message in messages:
-                topic = message.topic
+                if message.topic != topic:
+                    if topic:
+                        fetched[topic] = next_offset
+                        if head is not None:
+                            heads[topic] = head
+                    topic = message.topic
+                    # ``next_fetch``, inlined.
+                    next_offset = fetched.get(topic, self.offsets.get(topic, 0))
+                    head = heads.get(topic)
                 offset = message.offset
                 # A seek during a rebalance can deliver a fetched range twice: each offset is
-                # offered once, so no dead letter or duplicate count is doubled. (``next_fetch``,
-                # inlined: a method call per message.)
-                next_offset = fetched.get(topic)
-                if next_offset is None:
-                    next_offset = self.offsets.get(topic, 0)
+                # offered once, so no dead letter or duplicate count is doubled.
                 if offset < next_offset:
                     continue
-                fetched[topic] = offset + 1
+                next_offset = offset + 1
                 fast = fast_stored(event_type, message.value, message.key, currency)
                 if fast is None:
                     parsed = parse_event(
@@ -263,7 +272,6 @@ class PartitionState:
                 else:
                     customer, event = fast
                 t_us, event_id = event[0], event[2]
-                head = heads.get(topic)
                 # Judged against what came before it on its own topic partition too: that
                 # order is fixed, while how far the other topics got when it is applied is
                 # not.
@@ -271,7 +279,7 @@ class PartitionState:
                     result.dead_letters.append(self._dead_letter(message, self._too_late(event_id)))
                     continue
                 if head is None or t_us > head:
-                    heads[topic] = t_us
+                    head = t_us
                 ident = (customer, event_id)
                 known = customers.get(customer)
                 if ident in buffered_ids or (known is not None and event_id in known.ids):
@@ -280,6 +288,10 @@ class PartitionState:
                 buffered_ids.add(ident)
                 seq += 1
                 append((t_us, seq, ident, event, message))
+            if topic:
+                fetched[topic] = next_offset
+                if head is not None:
+                    heads[topic] = head
         self._seq = seq
         return result
 
