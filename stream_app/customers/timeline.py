@@ -257,19 +257,25 @@ class CustomerRecord:
         """Insert not-yet-seen events and add the change of this customer's facts to ``facts``."""
         if not new_events:
             return
-        new_events.sort()
-        pos = bisect_left(self.events, new_events[0])
-        if pos == len(self.events):
-            start = self.end
-            suffix = new_events
+        events = self.events
+        if len(new_events) > 1:
+            new_events.sort()
+        first = new_events[0]
+        # Usually after everything the customer had: one comparison instead of a search.
+        if not events or events[-1] < first:
+            self.end = fold(self.end, new_events, attribution_us, facts, 1, grain_us)
+            events.extend(new_events)
         else:
-            start = fold(self.base, self.events[:pos], attribution_us)
-            old_suffix = self.events[pos:]
+            pos = bisect_left(events, first)
+            start = fold(self.base, events[:pos], attribution_us)
+            old_suffix = events[pos:]
             fold(start, old_suffix, attribution_us, facts, -1, grain_us)
             suffix = sorted(old_suffix + new_events)
-        self.end = fold(start, suffix, attribution_us, facts, 1, grain_us)
-        self.events[pos:] = suffix
-        self.ids.update(event[2] for event in new_events)
+            self.end = fold(start, suffix, attribution_us, facts, 1, grain_us)
+            events[pos:] = suffix
+        add = self.ids.add
+        for event in new_events:
+            add(event[2])
         if self.unsaved is not None:
             self.unsaved.extend(new_events)
 
