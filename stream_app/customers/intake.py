@@ -88,7 +88,7 @@ def _optional_text(data: dict[str, Any], name: str) -> bool:
     return value is None or type(value) is str
 
 
-def _signup(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEvent | None:
+def _signup(data: dict[str, Any], t_us: int, event_id: str, currency: str) -> StoredEvent | None:
     region = data.get("region")
     if region is None:
         region = "unknown"
@@ -101,26 +101,28 @@ def _signup(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEve
         return None
     if not _optional_text(data, "channel"):
         return None
-    return [head[0], SIGNUP, head[2], region, campaign]
+    return [t_us, SIGNUP, event_id, region, campaign]
 
 
-def _purchase(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEvent | None:
+def _purchase(data: dict[str, Any], t_us: int, event_id: str, currency: str) -> StoredEvent | None:
     order = data.get("order_id")
     if type(order) is not str or not 1 <= len(order) <= 128 or data.get("currency") != currency:
         return None
     amount = _micros(data.get("amount"), 4)
     if not amount:  # absent, malformed or zero: the amount must be > 0
         return None
-    return [head[0], PURCHASE, head[2], amount]
+    return [t_us, PURCHASE, event_id, amount]
 
 
-def _cancellation(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEvent | None:
+def _cancellation(
+    data: dict[str, Any], t_us: int, event_id: str, currency: str
+) -> StoredEvent | None:
     if not _optional_text(data, "reason"):
         return None
-    return [head[0], CANCELLATION, head[2]]
+    return [t_us, CANCELLATION, event_id]
 
 
-def _click(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEvent | None:
+def _click(data: dict[str, Any], t_us: int, event_id: str, currency: str) -> StoredEvent | None:
     campaign = data.get("campaign_id")
     if (
         type(campaign) is not str
@@ -133,21 +135,19 @@ def _click(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEven
     micros = 0 if cost is None else _micros(cost, 6)
     if micros is None:
         return None
-    return [head[0], CLICK, head[2], campaign, micros]
+    return [t_us, CLICK, event_id, campaign, micros]
 
 
-def _survey(data: dict[str, Any], head: StoredEvent, currency: str) -> StoredEvent | None:
+def _survey(data: dict[str, Any], t_us: int, event_id: str, currency: str) -> StoredEvent | None:
     survey_type = data.get("survey_type")
     kind = _SCORES.get(survey_type) if type(survey_type) is str else None
     score = data.get("score")
     if kind is None or type(score) is not int or not kind[1] <= score <= kind[2]:
         return None
-    return [head[0], SURVEY, head[2], kind[0], score]
+    return [t_us, SURVEY, event_id, kind[0], score]
 
 
-_PAYLOAD: Final[
-    dict[EventType, Callable[[dict[str, Any], StoredEvent, str], StoredEvent | None]]
-] = {
+_PAYLOAD: Final[dict[EventType, Callable[[dict[str, Any], int, str, str], StoredEvent | None]]] = {
     "signup": _signup,
     "purchase": _purchase,
     "cancellation": _cancellation,
@@ -195,5 +195,5 @@ def fast_stored(
         t_us = to_us(datetime.fromisoformat(stamp))
     except ValueError:
         return None
-    event = _PAYLOAD[event_type](data, [t_us, None, event_id], reporting_currency)
+    event = _PAYLOAD[event_type](data, t_us, event_id, reporting_currency)
     return None if event is None else (customer, event)
