@@ -386,7 +386,7 @@ class PartitionState:
     def _apply_facts(self, facts: Facts) -> None:
         partials = self.partials
         dirty = self._dirty_entries
-        points_by_step = {self._grain_us: facts.points}
+        points_by_step: dict[int, dict[tuple[str, int], list[int]]] = {self._grain_us: facts.points}
         spans_by_step = {self._grain_us: facts.spans}
         for spec in self._specs_by_step:
             step_us = spec.step_us

@@ -11,6 +11,7 @@ receives the difference. Events arriving in time order cost one fold step each.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,6 +73,10 @@ def initial_state() -> State:
     return [False, "unknown", None, None, {}]
 
 
+def _zeros() -> list[int]:
+    return [0] * _WIDTH
+
+
 class Facts:
     """The KPI facts of a batch: per-time counts, and facts that span windows.
 
@@ -85,7 +90,8 @@ class Facts:
     __slots__ = ("points", "spans")
 
     def __init__(self) -> None:
-        self.points: dict[tuple[str, int], list[int]] = {}
+        # Missing keys start at zero in C: a lookup per segment and no test.
+        self.points: defaultdict[tuple[str, int], list[int]] = defaultdict(_zeros)
         self.spans: dict[tuple[Any, ...], int] = {}
 
 
@@ -110,7 +116,6 @@ def fold(
     prev = {segment: list(times) for segment, times in prev.items()}
     sink = Facts() if facts is None else facts
     points = sink.points
-    point = points.get
     # Inlined ``spans[key] = spans.get(key, 0) + value`` below: a helper call per fact was
     # a tenth of the customer stage.
     spans = sink.spans
@@ -123,20 +128,14 @@ def fold(
         if rank == CLICK:
             cost = sign * event[4]
             for segment in ("all", by_region, "campaign:" + event[3]):
-                at = (segment, tc)
-                vector = point(at)
-                if vector is None:
-                    vector = points[at] = [0] * _WIDTH
+                vector = points[(segment, tc)]
                 vector[_CLICKS] += sign
                 vector[_SPEND] += cost
             click = [t, event[3], region, False]
         elif rank == PURCHASE:
             amount = sign * event[3]
             for segment in ("all", by_region):
-                at = (segment, tc)
-                vector = point(at)
-                if vector is None:
-                    vector = points[at] = [0] * _WIDTH
+                vector = points[(segment, tc)]
                 vector[_ORDERS] += sign
                 vector[_REVENUE] += amount
                 times = prev.get(segment)
@@ -157,10 +156,7 @@ def fold(
                 click[3] = True
                 click_t = click[0] - click[0] % grain_us
                 for segment in ("all", "region:" + click[2], "campaign:" + click[1]):
-                    at = (segment, click_t)
-                    vector = point(at)
-                    if vector is None:
-                        vector = points[at] = [0] * _WIDTH
+                    vector = points[(segment, click_t)]
                     vector[_CONVERTED] += sign
                     vector[_ATTRIBUTED] += amount
         elif rank == SURVEY:
@@ -171,10 +167,7 @@ def fold(
             else:
                 metrics = (_CSAT, _SATISFIED) if score >= 4 else (_CSAT,)
             for segment in ("all", by_region):
-                at = (segment, tc)
-                vector = point(at)
-                if vector is None:
-                    vector = points[at] = [0] * _WIDTH
+                vector = points[(segment, tc)]
                 for metric in metrics:
                     vector[metric] += sign
         elif rank == SIGNUP:
@@ -187,10 +180,7 @@ def fold(
                     else ("all", by_region, "campaign:" + campaign)
                 )
                 for segment in segments:
-                    at = (segment, tc)
-                    vector = point(at)
-                    if vector is None:
-                        vector = points[at] = [0] * _WIDTH
+                    vector = points[(segment, tc)]
                     vector[_NEW] += sign
                 for segment in ("all", by_region):
                     key = ("act", segment, tc)
@@ -198,10 +188,7 @@ def fold(
         elif rank == CANCELLATION and active:
             active = False
             for segment in ("all", by_region):
-                at = (segment, tc)
-                vector = point(at)
-                if vector is None:
-                    vector = points[at] = [0] * _WIDTH
+                vector = points[(segment, tc)]
                 vector[_CHURNED] += sign
                 key = ("act", segment, tc)
                 spans[key] = get(key, 0) - sign
