@@ -124,12 +124,7 @@ def _cancellation(
 
 def _click(data: dict[str, Any], t_us: int, event_id: str, currency: str) -> StoredEvent | None:
     campaign = data.get("campaign_id")
-    if (
-        type(campaign) is not str
-        or not 0 < len(campaign) <= _ID_MAX
-        or not campaign.isprintable()
-        or " " in campaign
-    ):
+    if type(campaign) is not str or not _plain_campaign(campaign):
         return None
     cost = data.get("cost")
     micros = 0 if cost is None else _micros(cost, 6)

@@ -29,7 +29,9 @@ REPEAT = BASE_INDEX["repeat_customers"]
 BASE_K = 0  # the folded-away past
 
 # Facts, spec independent (times in epoch microseconds):
-#   ("pt", segment, metric, t)      value v: metric += v for the windows containing t
+#   ("pt", segment, metric, t)      value v: metric += v for the windows containing t (the
+#                                   customer stage carries these as one count vector per
+#                                   (segment, t), see ``coarsen_points``)
 #   ("act", segment, t)             value v: the customer is active (v=+1) / not (-1) from t on
 #   ("dp", segment, p, q)           value 1: purchase p is a customer's first purchase of the
 #                                   windows containing p but not q (its previous purchase)
@@ -86,7 +88,7 @@ def fact_grain_us(specs: Iterable[Spec]) -> int:
 
 
 def coarsen(facts: dict[Fact, int], step_us: int) -> dict[Fact, int]:
-    """The same facts with every time floored to ``step_us``, merged; zero sums dropped.
+    """Span facts (all kinds but "pt") with every time floored to ``step_us``, zero sums dropped.
 
     ``fact_ranges`` reads a time only as ``t // step``, which this flooring leaves unchanged
     for a spec of that step: a spec with a coarse step gets far fewer facts to apply.
@@ -94,10 +96,8 @@ def coarsen(facts: dict[Fact, int], step_us: int) -> dict[Fact, int]:
     merged: dict[Fact, int] = {}
     for fact, value in facts.items():
         kind = fact[0]
-        if kind == "pt":
-            key: Fact = (kind, fact[1], fact[2], fact[3] // step_us * step_us)
-        elif kind == "act":
-            key = (kind, fact[1], fact[2] // step_us * step_us)
+        if kind == "act":
+            key: Fact = (kind, fact[1], fact[2] // step_us * step_us)
         elif kind == "dp":
             q = fact[3]
             key = (
