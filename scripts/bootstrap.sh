@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with the project and its dev tools; reruns only when pyproject.toml changed.
+# Creates .venv with the project and its dev tools; reruns only when pyproject.toml or the C
+# sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,8 @@ if [ -z "$PYTHON" ]; then
 fi
 
 stamp=.venv/.installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+# The C sources too: the install compiles them (see [tool.setuptools] in pyproject.toml).
+want="$(cat pyproject.toml stream_app/customers/_intake.c | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -69,8 +69,9 @@ def collection_paused() -> Iterator[None]:
 
     A young collection mid-batch walks every object still alive at that moment: the batch's
     buffered messages, parsed events and facts, nearly all freed by the end of it. Paused,
-    the first collection after the batch walks only what the batch kept. No await may
-    happen inside, so other tasks' garbage waits at most one batch.
+    the first collection after the batch walks only what the batch kept. Awaits inside
+    must be short (a fetch, a batch's writes): other tasks run then too, and their cyclic
+    garbage waits until collection resumes.
     """
     if not gc.isenabled():
         yield  # nested, or paused by the caller: they turn it back on

@@ -1,4 +1,7 @@
-"""The intake fast path accepts a strict subset of what full validation accepts, identically."""
+"""The intake fast path accepts a strict subset of what full validation accepts, identically.
+
+Every test runs on both implementations: the Python reference and its compiled twin.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ import orjson
 import pytest
 
 from schemas import Event, EventType, Rejection, parse_event
-from stream_app.customers.intake import fast_stored
+from stream_app.customers import intake
+from stream_app.customers.intake import FastStored, fast_stored_python
 from stream_app.customers.timeline import stored
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate
@@ -175,7 +179,25 @@ def _corpus() -> list[tuple[EventType, bytes, bytes | None]]:
     return cases
 
 
-def _check(event_type: EventType, value: bytes, key: bytes | None) -> bool:
+IMPLEMENTATIONS = [
+    pytest.param(fast_stored_python, id="python"),
+    pytest.param(
+        intake.fast_stored,
+        id="compiled",
+        marks=pytest.mark.skipif(
+            not intake.COMPILED, reason="not built; tests/test_intake_compiled.py fails for that"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def fast_stored(request: pytest.FixtureRequest) -> FastStored:
+    implementation: FastStored = request.param
+    return implementation
+
+
+def _check(fast_stored: FastStored, event_type: EventType, value: bytes, key: bytes | None) -> bool:
     """Assert the fast answer agrees with full validation; True if the fast path took it."""
     fast = fast_stored(event_type, value, key, "USD")
     full = parse_event(event_type, value, key, reporting_currency="USD")
@@ -187,19 +209,21 @@ def _check(event_type: EventType, value: bytes, key: bytes | None) -> bool:
     return True
 
 
-def test_borderline_and_hostile_messages_agree_with_full_validation() -> None:
-    taken = [_check(event_type, value, key) for event_type, value, key in _corpus()]
+def test_borderline_and_hostile_messages_agree_with_full_validation(
+    fast_stored: FastStored,
+) -> None:
+    taken = [_check(fast_stored, event_type, value, key) for event_type, value, key in _corpus()]
     # The table has plenty on both sides; both counts guard against a vacuous pass.
     assert sum(taken) > 200
     assert len(taken) - sum(taken) > 500
 
 
-def test_simulated_traffic_takes_the_fast_path() -> None:
+def test_simulated_traffic_takes_the_fast_path(fast_stored: FastStored) -> None:
     config = SimulationConfig(
         seed=3, duration=timedelta(days=3), customers=500, events_target=5000, inject_bad=0.05
     )
     records = list(generate(config))
-    taken = [_check(r.event_type, r.value or b"", r.key) for r in records]
+    taken = [_check(fast_stored, r.event_type, r.value or b"", r.key) for r in records]
     # Injected faults take the full path; nearly every plain event should not.
     assert sum(taken) >= 0.9 * len(records)
 
@@ -228,11 +252,11 @@ def test_simulated_traffic_takes_the_fast_path() -> None:
     ],
 )
 def test_plain_messages_become_stored_events(
-    event_type: EventType, changes: dict[str, Any], expected: list[Any]
+    fast_stored: FastStored, event_type: EventType, changes: dict[str, Any], expected: list[Any]
 ) -> None:
     value = orjson.dumps(_message(event_type, **changes))
     assert fast_stored(event_type, value, b"cust-1", "USD") == tuple(expected)
-    assert _check(event_type, value, b"cust-1")
+    assert _check(fast_stored, event_type, value, b"cust-1")
 
 
 @pytest.mark.parametrize(
@@ -249,7 +273,7 @@ def test_plain_messages_become_stored_events(
     ],
 )
 def test_unusual_messages_take_the_full_path(
-    event_type: EventType, changes: dict[str, Any]
+    fast_stored: FastStored, event_type: EventType, changes: dict[str, Any]
 ) -> None:
     assert (
         fast_stored(event_type, orjson.dumps(_message(event_type, **changes)), None, "USD") is None

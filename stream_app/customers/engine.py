@@ -27,6 +27,7 @@ from mode import Service
 
 from schemas import DeadLetter, EventType
 from stream_app.context import AppContext
+from stream_app.customers import intake
 from stream_app.customers.partition import (
     ChangelogReplay,
     Checkpoint,
@@ -167,6 +168,12 @@ class CustomerEngine(Service):
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         await self.consumer.start()
         logger.info("customer stage started (generation %s)", self.generation)
+        if not intake.COMPILED:
+            logger.warning(
+                "the compiled intake (stream_app/customers/_intake.c) is not built: messages "
+                "are parsed in Python, which costs a busy worker about a fifth of its "
+                "throughput; reinstall the package with a C compiler at hand"
+            )
 
     async def on_stop(self) -> None:
         # Bounded: with the broker gone, stopping must not hang; the next owner replays
@@ -195,31 +202,39 @@ class CustomerEngine(Service):
     async def _consume(self) -> None:
         while not self.should_stop and not self.halted:
             assert self.consumer is not None
-            try:
-                batch = await self.consumer.getmany(
-                    timeout_ms=self._fetch_wait_ms(), max_records=MAX_BATCH_RECORDS
-                )
-            except KafkaError as exc:
-                self._log.warning("fetch", "fetch failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                async with self._lock:
-                    if self.should_stop or self.halted:
-                        break  # on_stop made the final checkpoint and is closing the clients
-                    # Here, not at the fetch: a batch fetched while the assignment was still
-                    # recovering waits for the lock, and its work starts only now.
-                    if batch and self.first_input_at is None:
-                        self.first_input_at = self.ctx.clock()
-                    if batch or any(state.buffered for state in self.states.values()):
-                        await self._process(batch)
-                    if self._checkpoint_due():
-                        await self._checkpoint_all()
-                        if time.monotonic() - self._last_resync >= self._resync_every_s:
-                            await self._resync_all()
-            except KafkaError as exc:
-                self._write_failed(exc)
-                break
+            # Paused from the fetch on, not only while a batch is applied: aiokafka builds an
+            # object per record, and every young collection among them walked all those
+            # built so far, a tenth of a busy worker's time (py-spy, native frames). They
+            # are freed by reference counting once the batch is dropped, before collection
+            # resumes. Other tasks run during the awaits in here; their cyclic garbage waits
+            # for the end of the batch.
+            with collection_paused():
+                try:
+                    batch = await self.consumer.getmany(
+                        timeout_ms=self._fetch_wait_ms(), max_records=MAX_BATCH_RECORDS
+                    )
+                except KafkaError as exc:
+                    self._log.warning("fetch", "fetch failed (%s); retrying", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                try:
+                    async with self._lock:
+                        if self.should_stop or self.halted:
+                            break  # on_stop made the final checkpoint and closes the clients
+                        # Here, not at the fetch: a batch fetched while the assignment was
+                        # still recovering waits for the lock, and its work starts only now.
+                        if batch and self.first_input_at is None:
+                            self.first_input_at = self.ctx.clock()
+                        if batch or any(state.buffered for state in self.states.values()):
+                            await self._process(batch)
+                        del batch
+                        if self._checkpoint_due():
+                            await self._checkpoint_all()
+                            if time.monotonic() - self._last_resync >= self._resync_every_s:
+                                await self._resync_all()
+                except KafkaError as exc:
+                    self._write_failed(exc)
+                    break
 
     def _write_failed(self, exc: KafkaError) -> None:
         """A write the producer gave up on: what was not checkpointed is not durable.

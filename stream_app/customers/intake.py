@@ -8,6 +8,11 @@ module accepts only that shape and answers None for anything else, which then ta
 path, so every rejection and its reason still come from ``schemas``. It must accept a strict
 subset of what ``parse_event`` accepts and produce the same stored event:
 ``tests/test_intake_fastpath.py`` checks both on valid, hostile and borderline messages.
+
+``fast_stored`` is the compiled twin of ``fast_stored_python`` (``_intake.c``, built by the
+package install) where it was built, else the Python function itself. The compiled one reads
+the JSON bytes directly and recognises a subset of these messages (no escapes, no non-ASCII
+text), in a fifth of the time; ``tests/test_intake_compiled.py`` checks it against this one.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -151,7 +156,7 @@ _PAYLOAD: Final[dict[EventType, Callable[[dict[str, Any], int, str, str], Stored
 }
 
 
-def fast_stored(
+def fast_stored_python(
     event_type: EventType,
     value: bytes | None,
     key: bytes | None,
@@ -192,3 +197,28 @@ def fast_stored(
         return None
     event = _PAYLOAD[event_type](data, t_us, event_id, reporting_currency)
     return None if event is None else (customer, event)
+
+
+class FastStored(Protocol):
+    def __call__(
+        self,
+        event_type: EventType,
+        value: bytes | None,
+        key: bytes | None,
+        reporting_currency: str,
+        max_bytes: int = ...,
+        /,
+    ) -> tuple[str, StoredEvent] | None: ...
+
+
+_compiled: FastStored | None
+try:
+    from stream_app.customers._intake import fast_stored as _built
+
+    _compiled = _built
+except ImportError:  # installed without a C compiler: the same answers, slower
+    _compiled = None
+
+# The engine logs which one it runs with.
+COMPILED: Final = _compiled is not None
+fast_stored: FastStored = fast_stored_python if _compiled is None else _compiled
