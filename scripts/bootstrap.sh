@@ -21,7 +21,7 @@ fi
 
 stamp=.venv/.installed
 # The C sources too: the install compiles them (see [tool.setuptools] in pyproject.toml).
-want="$(cat pyproject.toml stream_app/customers/_intake.c | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml stream_app/customers/*.c | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

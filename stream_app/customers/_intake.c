@@ -19,6 +19,7 @@
 #define MAX_MICROS (MAX_AMOUNT * 1000000LL)
 #define SCHEMA_VERSION 1
 #define INT_DIGITS_MAX 18
+#define DEFAULT_MAX_BYTES (64 * 1024) /* schemas.parse.DEFAULT_MAX_BYTES */
 
 /* Ranks of stored events (timeline.py). */
 enum { SIGNUP = 0, CLICK = 1, PURCHASE = 2, SURVEY = 3, CANCELLATION = 4 };
@@ -60,6 +61,7 @@ typedef struct {
 } Value;
 
 static PyObject *str_unknown, *str_n, *str_c;
+static PyObject *s_topic, *s_offset, *s_value, *s_key, *s_ids;
 static PyObject *type_names[5];
 
 static inline const char *skip_ws(const char *p, const char *end) {
@@ -299,36 +301,24 @@ static PyObject *new_ref(PyObject *object) {
     return object;
 }
 
-static PyObject *fast_stored(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs < 4 || nargs > 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "fast_stored(event_type, value, key, reporting_currency[, max_bytes])");
-        return NULL;
+/* The position of an event type in schemas.EventType order, or -1 with KeyError set. */
+static int type_index(PyObject *event_type) {
+    if (!PyUnicode_Check(event_type)) {
+        PyErr_SetString(PyExc_TypeError, "event_type must be str");
+        return -1;
     }
-    PyObject *event_type = args[0], *value = args[1], *key = args[2], *currency = args[3];
-    Py_ssize_t max_bytes = 64 * 1024;
-    if (nargs == 5) {
-        max_bytes = PyLong_AsSsize_t(args[4]);
-        if (max_bytes == -1 && PyErr_Occurred()) return NULL;
-    }
-    if (!PyUnicode_Check(event_type) || !PyUnicode_Check(currency)) {
-        PyErr_SetString(PyExc_TypeError, "event_type and reporting_currency must be str");
-        return NULL;
-    }
-    int type = -1;
     for (int i = 0; i < 5; i++) {
         /* Names are interned on both sides in practice; equality covers the rest. */
-        if (event_type == type_names[i] ||
-            PyUnicode_Compare(event_type, type_names[i]) == 0) {
-            type = i;
-            break;
-        }
+        if (event_type == type_names[i] || PyUnicode_Compare(event_type, type_names[i]) == 0)
+            return i;
     }
-    if (type < 0) {
-        if (PyErr_Occurred()) return NULL;
-        PyErr_Format(PyExc_KeyError, "%R", event_type);
-        return NULL;
-    }
+    if (!PyErr_Occurred()) PyErr_Format(PyExc_KeyError, "%R", event_type);
+    return -1;
+}
+
+/* (customer, stored event) or None, as a new reference; NULL on error. */
+static PyObject *stored_event(int type, PyObject *value, PyObject *key, PyObject *currency,
+                              Py_ssize_t max_bytes) {
     if (!PyBytes_Check(value)) Py_RETURN_NONE; /* None, or a buffer Python handles */
     Py_ssize_t size = PyBytes_GET_SIZE(value);
     if (size == 0 || size > max_bytes) Py_RETURN_NONE;
@@ -460,15 +450,244 @@ static PyObject *fast_stored(PyObject *module, PyObject *const *args, Py_ssize_t
     return result;
 }
 
+static PyObject *fast_stored(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 4 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fast_stored(event_type, value, key, reporting_currency[, max_bytes])");
+        return NULL;
+    }
+    Py_ssize_t max_bytes = DEFAULT_MAX_BYTES;
+    if (nargs == 5) {
+        max_bytes = PyLong_AsSsize_t(args[4]);
+        if (max_bytes == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (!PyUnicode_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "reporting_currency must be str");
+        return NULL;
+    }
+    int type = type_index(args[0]);
+    if (type < 0) return NULL;
+    return stored_event(type, args[1], args[2], args[3], max_bytes);
+}
+
+/* ``PartitionState.offer_runs``'s loop for the messages of one topic, from ``start`` on:
+   offsets already offered are skipped; events of the plain shape that are neither too late
+   nor duplicates are appended to the buffer as (t_us, seq, (customer, event id), event,
+   message). It stops at the first message it cannot take alone (another topic, a message
+   for full validation, one too late: the caller handles that one) and returns
+   (index, next offset, head, seq, duplicates). */
+static PyObject *offer_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError,
+                        "offer_run(messages, start, topic, event_type, reporting_currency, "
+                        "next_offset, head, lateness_us, customers, buffered_ids, buffer, seq)");
+        return NULL;
+    }
+    PyObject *messages = args[0], *topic = args[2], *currency = args[4], *head_arg = args[6];
+    PyObject *customers = args[8], *buffered_ids = args[9], *buffer = args[10];
+    if (!PyList_Check(messages) || !PyUnicode_Check(topic) || !PyUnicode_Check(currency) ||
+        !PyDict_Check(customers) || !PySet_Check(buffered_ids) || !PyList_Check(buffer)) {
+        PyErr_SetString(PyExc_TypeError, "offer_run: an argument of the wrong type");
+        return NULL;
+    }
+    int type = type_index(args[3]);
+    if (type < 0) return NULL;
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    long long next_offset = PyLong_AsLongLong(args[5]);
+    long long lateness_us = PyLong_AsLongLong(args[7]);
+    long long seq = PyLong_AsLongLong(args[11]);
+    int has_head = head_arg != Py_None;
+    long long head = has_head ? PyLong_AsLongLong(head_arg) : 0;
+    if (PyErr_Occurred()) return NULL;
+    long long duplicates = 0;
+    Py_ssize_t count = PyList_GET_SIZE(messages);
+    for (; index < count; index++) {
+        PyObject *message = PyList_GET_ITEM(messages, index);
+        PyObject *message_topic = PyObject_GetAttr(message, s_topic);
+        if (message_topic == NULL) return NULL;
+        int same = message_topic == topic || PyUnicode_Compare(message_topic, topic) == 0;
+        Py_DECREF(message_topic);
+        if (PyErr_Occurred()) return NULL;
+        if (!same) break;
+        PyObject *offset_obj = PyObject_GetAttr(message, s_offset);
+        if (offset_obj == NULL) return NULL;
+        long long offset = PyLong_AsLongLong(offset_obj);
+        Py_DECREF(offset_obj);
+        if (offset == -1 && PyErr_Occurred()) return NULL;
+        if (offset < next_offset) continue; /* offered before (a seek during a rebalance) */
+        PyObject *value = PyObject_GetAttr(message, s_value);
+        PyObject *key = value ? PyObject_GetAttr(message, s_key) : NULL;
+        PyObject *pair = key ? stored_event(type, value, key, currency, DEFAULT_MAX_BYTES) : NULL;
+        Py_XDECREF(value);
+        Py_XDECREF(key);
+        if (pair == NULL) return NULL;
+        if (pair == Py_None) {
+            Py_DECREF(pair);
+            break; /* full validation decides, in Python */
+        }
+        PyObject *customer = PyTuple_GET_ITEM(pair, 0), *event = PyTuple_GET_ITEM(pair, 1);
+        PyObject *t_obj = PyList_GET_ITEM(event, 0), *event_id = PyList_GET_ITEM(event, 2);
+        long long t_us = PyLong_AsLongLong(t_obj);
+        if (has_head && t_us < head - lateness_us) {
+            Py_DECREF(pair);
+            break; /* too late: a dead letter, made in Python */
+        }
+        next_offset = offset + 1;
+        if (!has_head || t_us > head) {
+            head = t_us;
+            has_head = 1;
+        }
+        PyObject *ident = PyTuple_Pack(2, customer, event_id);
+        if (ident == NULL) {
+            Py_DECREF(pair);
+            return NULL;
+        }
+        int duplicate = PySet_Contains(buffered_ids, ident);
+        if (duplicate == 0) {
+            PyObject *known = PyDict_GetItemWithError(customers, customer);
+            if (known != NULL) {
+                PyObject *ids = PyObject_GetAttr(known, s_ids);
+                duplicate = ids == NULL ? -1 : PySet_Contains(ids, event_id);
+                Py_XDECREF(ids);
+            } else if (PyErr_Occurred()) {
+                duplicate = -1;
+            }
+        }
+        if (duplicate < 0) {
+            Py_DECREF(ident);
+            Py_DECREF(pair);
+            return NULL;
+        }
+        if (duplicate) {
+            duplicates++;
+            Py_DECREF(ident);
+            Py_DECREF(pair);
+            continue;
+        }
+        seq++;
+        PyObject *seq_obj = PyLong_FromLongLong(seq);
+        PyObject *entry = seq_obj ? PyTuple_Pack(5, t_obj, seq_obj, ident, event, message) : NULL;
+        int failed = entry == NULL || PySet_Add(buffered_ids, ident) < 0 ||
+                     PyList_Append(buffer, entry) < 0;
+        Py_XDECREF(seq_obj);
+        Py_XDECREF(entry);
+        Py_DECREF(ident);
+        Py_DECREF(pair);
+        if (failed) return NULL;
+    }
+    if (has_head) return Py_BuildValue("(nLLLL)", index, next_offset, head, seq, duplicates);
+    return Py_BuildValue("(nLOLL)", index, next_offset, Py_None, seq, duplicates);
+}
+
+/* ``PartitionState.drain``'s loop over the ready buffer entries from ``start`` on: each
+   leaves the buffered ids; the watermark moves to the newest time; an event the customer
+   already has is a duplicate; the others are grouped by customer in ``pending`` and counted
+   by rank in ``ranks``. It stops before an entry too late for the watermark (the caller
+   makes its dead letter) and returns (index, watermark, duplicates). */
+static PyObject *drain_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "drain_run(ready, start, buffered_ids, customers, pending, ranks, "
+                        "watermark, lateness_us)");
+        return NULL;
+    }
+    PyObject *ready = args[0], *buffered_ids = args[2], *customers = args[3];
+    PyObject *pending = args[4], *ranks = args[5], *watermark_arg = args[6];
+    if (!PyList_Check(ready) || !PySet_Check(buffered_ids) || !PyDict_Check(customers) ||
+        !PyDict_Check(pending) || !PyList_Check(ranks)) {
+        PyErr_SetString(PyExc_TypeError, "drain_run: an argument of the wrong type");
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    long long lateness_us = PyLong_AsLongLong(args[7]);
+    int has_watermark = watermark_arg != Py_None;
+    long long watermark = has_watermark ? PyLong_AsLongLong(watermark_arg) : 0;
+    if (PyErr_Occurred()) return NULL;
+    long long duplicates = 0;
+    Py_ssize_t count = PyList_GET_SIZE(ready);
+    for (; index < count; index++) {
+        PyObject *entry = PyList_GET_ITEM(ready, index);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5) {
+            PyErr_SetString(PyExc_TypeError, "a buffer entry must be a tuple of 5");
+            return NULL;
+        }
+        PyObject *ident = PyTuple_GET_ITEM(entry, 2), *event = PyTuple_GET_ITEM(entry, 3);
+        if (!PyTuple_Check(ident) || PyTuple_GET_SIZE(ident) != 2 || !PyList_Check(event) ||
+            PyList_GET_SIZE(event) < 3) {
+            PyErr_SetString(PyExc_TypeError, "a buffer entry of the wrong shape");
+            return NULL;
+        }
+        if (PySet_Discard(buffered_ids, ident) < 0) return NULL;
+        long long t_us = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 0));
+        if (t_us == -1 && PyErr_Occurred()) return NULL;
+        if (has_watermark && t_us < watermark - lateness_us) break; /* a dead letter */
+        if (!has_watermark || t_us > watermark) {
+            watermark = t_us;
+            has_watermark = 1;
+        }
+        PyObject *customer = PyTuple_GET_ITEM(ident, 0);
+        PyObject *record = PyDict_GetItemWithError(customers, customer);
+        if (record == NULL && PyErr_Occurred()) return NULL;
+        if (record != NULL) {
+            /* Copies of one event cannot both be buffered (offer lets the first in), so a
+               copy here is one applied by an earlier drain. */
+            PyObject *ids = PyObject_GetAttr(record, s_ids);
+            int known = ids == NULL ? -1 : PySet_Contains(ids, PyList_GET_ITEM(event, 2));
+            Py_XDECREF(ids);
+            if (known < 0) return NULL;
+            if (known) {
+                duplicates++;
+                continue;
+            }
+        }
+        PyObject *events = PyDict_GetItemWithError(pending, customer);
+        if (events == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            events = PyList_New(1);
+            if (events == NULL) return NULL;
+            PyList_SET_ITEM(events, 0, Py_NewRef(event));
+            int failed = PyDict_SetItem(pending, customer, events) < 0;
+            Py_DECREF(events);
+            if (failed) return NULL;
+        } else if (PyList_Append(events, event) < 0) {
+            return NULL;
+        }
+        Py_ssize_t rank = PyLong_AsSsize_t(PyList_GET_ITEM(event, 1));
+        if (rank == -1 && PyErr_Occurred()) return NULL;
+        if (rank < 0 || rank >= PyList_GET_SIZE(ranks)) {
+            PyErr_SetString(PyExc_IndexError, "an event rank outside the ranks");
+            return NULL;
+        }
+        PyObject *old = PyList_GET_ITEM(ranks, rank);
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *sum = PyNumber_Add(old, one);
+        Py_DECREF(one);
+        if (sum == NULL) return NULL;
+        PyList_SetItem(ranks, rank, sum);
+    }
+    if (has_watermark) return Py_BuildValue("(nLL)", index, watermark, duplicates);
+    return Py_BuildValue("(nOL)", index, Py_None, duplicates);
+}
+
 static PyMethodDef methods[] = {
     {"fast_stored", (PyCFunction)(void (*)(void))fast_stored, METH_FASTCALL,
      "fast_stored(event_type, value, key, reporting_currency, max_bytes=65536)\n--\n\n"
      "(customer_id, stored event) for a message of the plain shape, else None."},
+    {"offer_run", (PyCFunction)(void (*)(void))offer_run, METH_FASTCALL,
+     "offer_run(messages, start, topic, event_type, reporting_currency, next_offset, head,"
+     " lateness_us, customers, buffered_ids, buffer, seq)\n--\n\n"
+     "Offer one topic's plain messages from start on; (index, next_offset, head, seq,"
+     " duplicates)."},
+    {"drain_run", (PyCFunction)(void (*)(void))drain_run, METH_FASTCALL,
+     "drain_run(ready, start, buffered_ids, customers, pending, ranks, watermark,"
+     " lateness_us)\n--\n\n"
+     "Apply the drain's per-event rules from start on; (index, watermark, duplicates)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_intake", "The intake fast path, compiled.", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__intake(void) {
@@ -482,5 +701,11 @@ PyMODINIT_FUNC PyInit__intake(void) {
     str_n = PyUnicode_InternFromString("n");
     str_c = PyUnicode_InternFromString("c");
     if (str_unknown == NULL || str_n == NULL || str_c == NULL) return NULL;
+    s_topic = PyUnicode_InternFromString("topic");
+    s_offset = PyUnicode_InternFromString("offset");
+    s_value = PyUnicode_InternFromString("value");
+    s_key = PyUnicode_InternFromString("key");
+    s_ids = PyUnicode_InternFromString("ids");
+    if (!s_topic || !s_offset || !s_value || !s_key || !s_ids) return NULL;
     return PyModule_Create(&module_def);
 }

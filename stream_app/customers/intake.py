@@ -211,13 +211,35 @@ class FastStored(Protocol):
     ) -> tuple[str, StoredEvent] | None: ...
 
 
+# The compiled loop of ``PartitionState.offer_runs`` over one topic's plain messages.
+OfferRun = Callable[
+    [list[Any], int, str, EventType, str, int, int | None, int, dict[str, Any], set[Any],
+     list[Any], int],
+    tuple[int, int, int | None, int, int],
+]  # fmt: skip
+
+# The compiled loop of ``PartitionState.drain`` over ready buffer entries.
+DrainRun = Callable[
+    [list[Any], int, set[Any], dict[str, Any], dict[str, list[Any]], list[int], int | None,
+     int],
+    tuple[int, int | None, int],
+]  # fmt: skip
+
 _compiled: FastStored | None
+offer_run: OfferRun | None
+drain_run: DrainRun | None
 try:
+    from stream_app.customers._intake import drain_run as _built_drain_run
     from stream_app.customers._intake import fast_stored as _built
+    from stream_app.customers._intake import offer_run as _built_offer_run
 
     _compiled = _built
+    offer_run = _built_offer_run
+    drain_run = _built_drain_run
 except ImportError:  # installed without a C compiler: the same answers, slower
     _compiled = None
+    offer_run = None
+    drain_run = None
 
 # The engine logs which one it runs with.
 COMPILED: Final = _compiled is not None

@@ -20,7 +20,7 @@ import orjson
 from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
 from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
-from stream_app.customers.intake import fast_stored
+from stream_app.customers.intake import drain_run, fast_stored, offer_run
 from stream_app.customers.timeline import (
     CANCELLATION,
     CLICK,
@@ -236,15 +236,20 @@ class PartitionState:
         fetched = self._fetched
         customers = self.customers
         buffered_ids = self._buffered_ids
-        append = self._buffer.append
         seq = self._seq
-        for event_type, messages in runs:
+        buffer = self._buffer
+        duplicates = 0
+        for event_type, run in runs:
+            messages = run if isinstance(run, list) else list(run)
+            count = len(messages)
             # A run is one topic's (an event type has one); its next offset and newest event
             # time are kept in locals and stored when the topic changes or the run ends.
             topic = ""
             next_offset = 0
             head: int | None = None
-            for message in messages:
+            index = 0
+            while index < count:
+                message = messages[index]
                 if message.topic != topic:
                     if topic:
                         fetched[topic] = next_offset
@@ -254,6 +259,21 @@ class PartitionState:
                     # ``next_fetch``, inlined.
                     next_offset = fetched.get(topic, self.offsets.get(topic, 0))
                     head = heads.get(topic)
+                if offer_run is not None:
+                    # The compiled loop takes what it can; it stops before a message of
+                    # another topic, or one that needs full validation or a dead letter,
+                    # which the code below handles as it handles every message without it.
+                    index, next_offset, head, seq, skipped = offer_run(
+                        messages, index, topic, event_type, currency, next_offset, head,
+                        lateness_us, customers, buffered_ids, buffer, seq,
+                    )  # fmt: skip
+                    duplicates += skipped
+                    if index == count:
+                        break
+                    message = messages[index]
+                    if message.topic != topic:
+                        continue
+                index += 1
                 offset = message.offset
                 # A seek during a rebalance can deliver a fetched range twice: each offset is
                 # offered once, so no dead letter or duplicate count is doubled.
@@ -283,16 +303,17 @@ class PartitionState:
                 ident = (customer, event_id)
                 known = customers.get(customer)
                 if ident in buffered_ids or (known is not None and event_id in known.ids):
-                    result.duplicates += 1
+                    duplicates += 1
                     continue
                 buffered_ids.add(ident)
                 seq += 1
-                append((t_us, seq, ident, event, message))
+                buffer.append((t_us, seq, ident, event, message))
             if topic:
                 fetched[topic] = next_offset
                 if head is not None:
                     heads[topic] = head
         self._seq = seq
+        result.duplicates += duplicates
         return result
 
     def drain(self, safe_us: int | None = None) -> IngestResult:
@@ -316,7 +337,20 @@ class PartitionState:
         lateness_us = self.lateness_us
         watermark = self.watermark_us
         ranks = [0] * len(_RANK_TYPES)
-        for t_us, _seq, ident, event, message in ready:
+        index = 0
+        ready_count = len(ready)
+        while index < ready_count:
+            if drain_run is not None:
+                # The compiled loop; it stops before an event too late, handled below.
+                index, watermark, skipped = drain_run(
+                    ready, index, self._buffered_ids, customers, pending, ranks, watermark,
+                    lateness_us,
+                )  # fmt: skip
+                result.duplicates += skipped
+                if index == ready_count:
+                    break
+            t_us, _seq, ident, event, message = ready[index]
+            index += 1
             discard(ident)
             if watermark is not None and t_us < watermark - lateness_us:
                 result.dead_letters.append(self._dead_letter(message, self._too_late(event[2])))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX, to_micros
@@ -95,7 +95,7 @@ class Facts:
         self.spans: dict[tuple[Any, ...], int] = {}
 
 
-def fold(
+def fold_python(
     state: State,
     events: list[StoredEvent],
     attribution_us: int,
@@ -193,6 +193,55 @@ def fold(
                 key = ("act", segment, tc)
                 spans[key] = get(key, 0) - sign
     return [active, region, campaign, click, prev]
+
+
+try:
+    from stream_app.customers import _fold
+except ImportError:  # installed without a C compiler: the same results, slower
+    _compiled_fold = None
+else:
+    _fold.configure(
+        _WIDTH,
+        *(
+            BASE_INDEX[name]
+            for name in (
+                "new_customers",
+                "churned_customers",
+                "orders",
+                "purchasing_customers",
+                "revenue_micros",
+                "clicks",
+                "spend_micros",
+                "converted_clicks",
+                "attributed_revenue_micros",
+                "nps_responses",
+                "promoters",
+                "passives",
+                "detractors",
+                "csat_responses",
+                "csat_satisfied",
+            )
+        ),
+    )
+    _compiled_fold = _fold.fold
+
+COMPILED_FOLD: Final = _compiled_fold is not None
+
+
+def fold(
+    state: State,
+    events: list[StoredEvent],
+    attribution_us: int,
+    facts: Facts | None = None,
+    sign: int = 1,
+    grain_us: int = 1,
+) -> State:
+    """``fold_python``, by its compiled twin (``_fold.c``) where that was built."""
+    if _compiled_fold is None:
+        return fold_python(state, events, attribution_us, facts, sign, grain_us)
+    if facts is None:
+        return _compiled_fold(state, events, attribution_us, None, None, sign, grain_us)
+    return _compiled_fold(state, events, attribution_us, facts.points, facts.spans, sign, grain_us)
 
 
 class CustomerRecord:
