@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import random
-import tracemalloc
 from typing import Any
 
 import pytest
 
 from stream_app.customers import timeline
 from stream_app.customers.timeline import Facts, StoredEvent, fold_python, initial_state
+from tests.messages import allocations_grown
 
 pytestmark = pytest.mark.skipif(not timeline.COMPILED_FOLD, reason="the compiled fold is not built")
 
@@ -156,12 +156,20 @@ def test_no_references_leak() -> None:
             with pytest.raises(IndexError):
                 compiled(middle, [*events[20:], [events[-1][0], 1, "e"]], 0, Facts())
 
-    run(200)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        run(3000)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = allocations_grown(run, 3000)
     assert grown < 100_000, grown
+
+
+def test_a_wrong_layout_is_refused_and_changes_nothing() -> None:
+    from stream_app.customers import _fold
+    from stream_app.kpis.formulas import BASE_INDEX
+
+    with pytest.raises(KeyError):
+        _fold.configure({"orders": 0})
+    with pytest.raises(ValueError, match="outside"):
+        _fold.configure({**BASE_INDEX, "clicks": len(BASE_INDEX)})
+    events: list[StoredEvent] = [[1, 1, "e", "spring", 5]]
+    reference, facts = Facts(), Facts()
+    fold_python(initial_state(), events, 0, reference)
+    compiled(initial_state(), events, 0, facts)
+    assert dict(facts.points) == dict(reference.points)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,23 +15,11 @@ from stream_app.customers.intake import fast_stored_python
 from stream_app.customers.timeline import stored
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate
+from tests.messages import COMMON, PLAIN, allocations_grown
 
 pytestmark = pytest.mark.skipif(not intake.COMPILED, reason="the compiled intake is not built")
 
 EVENT_TYPES: list[EventType] = ["signup", "purchase", "cancellation", "campaign_click", "survey"]
-PLAIN: dict[EventType, dict[str, Any]] = {
-    "signup": {"region": "emea", "campaign_id": "spring-1", "channel": "web"},
-    "purchase": {"order_id": "o-1", "amount": "19.99", "currency": "USD"},
-    "cancellation": {"reason": "too expensive"},
-    "campaign_click": {"campaign_id": "spring-1", "cost": "0.125"},
-    "survey": {"survey_type": "nps", "score": 9},
-}
-COMMON = {
-    "event_id": "ev-1",
-    "customer_id": "cust-1",
-    "occurred_at": "2026-11-02T09:15:00+09:00",
-    "schema_version": 1,
-}
 HEAD = b'{"event_id":"a","customer_id":"c","occurred_at":"2026-01-01T00:00:00Z"'
 # Bytes that change what a JSON text means: structure, escapes, signs, exponents, literals,
 # whitespace, non-ASCII and control bytes.
@@ -299,15 +286,7 @@ def test_no_references_leak_on_any_path() -> None:
             for event_type, value in zip(types, values, strict=True):
                 compiled(event_type, value, b"cust-1")
 
-    run(1000)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        run(20_000)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    # 120,000 calls: a leaked object per call would be megabytes.
+    grown = allocations_grown(run, 20_000)
     assert grown < 100_000, grown
 
 

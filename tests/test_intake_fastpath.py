@@ -17,20 +17,7 @@ from stream_app.customers.intake import FastStored, fast_stored_python
 from stream_app.customers.timeline import stored
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate
-
-BASE: dict[EventType, dict[str, Any]] = {
-    "signup": {"region": "emea", "campaign_id": "spring-1", "channel": "web"},
-    "purchase": {"order_id": "o-1", "amount": "19.99", "currency": "USD"},
-    "cancellation": {"reason": "too expensive"},
-    "campaign_click": {"campaign_id": "spring-1", "cost": "0.125"},
-    "survey": {"survey_type": "nps", "score": 9},
-}
-COMMON = {
-    "event_id": "ev-1",
-    "customer_id": "cust-1",
-    "occurred_at": "2026-11-02T09:15:00+09:00",
-    "schema_version": 1,
-}
+from tests.messages import COMMON, PLAIN
 
 # Borderline and hostile values for each field; every one is tried in every event type
 # that has the field, and in the others as an extra field.
@@ -141,7 +128,7 @@ VARIANTS: dict[str, list[Any]] = {
 
 
 def _message(event_type: EventType, **changes: Any) -> dict[str, Any]:
-    data = {**COMMON, **BASE[event_type]}
+    data = {**COMMON, **PLAIN[event_type]}
     for name, value in changes.items():
         data[name] = value
     return data
@@ -149,7 +136,7 @@ def _message(event_type: EventType, **changes: Any) -> dict[str, Any]:
 
 def _corpus() -> list[tuple[EventType, bytes, bytes | None]]:
     cases: list[tuple[EventType, bytes, bytes | None]] = []
-    for event_type in BASE:
+    for event_type in PLAIN:
         plain = orjson.dumps(_message(event_type))
         cases.append((event_type, plain, b"cust-1"))
         cases.append((event_type, plain, None))

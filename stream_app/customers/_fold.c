@@ -13,7 +13,7 @@
 
 enum { SIGNUP = 0, CLICK = 1, PURCHASE = 2, SURVEY = 3, CANCELLATION = 4 };
 
-/* Positions in a counts vector (BASE_COUNTS), set once by ``configure``. */
+/* The vector's width and positions in it (BASE_INDEX), set once by ``configure``. */
 enum {
     L_WIDTH,
     L_NEW,
@@ -398,17 +398,30 @@ fail:
     return NULL;
 }
 
+/* The BASE_COUNTS names of the positions after L_WIDTH, in enum order. */
+static const char *const LAYOUT_NAMES[L_COUNT] = {
+    NULL, "new_customers", "churned_customers", "orders", "purchasing_customers",
+    "revenue_micros", "clicks", "spend_micros", "converted_clicks",
+    "attributed_revenue_micros", "nps_responses", "promoters", "passives", "detractors",
+    "csat_responses", "csat_satisfied",
+};
+
 static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != L_COUNT) {
-        PyErr_Format(PyExc_TypeError, "configure takes %d ints: width and 15 positions",
-                     (int)L_COUNT);
+    if (nargs != 1 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "configure(base_index: dict[str, int])");
         return NULL;
     }
     Py_ssize_t values[L_COUNT];
-    for (int i = 0; i < L_COUNT; i++) {
-        values[i] = PyLong_AsSsize_t(args[i]);
+    values[L_WIDTH] = PyDict_GET_SIZE(args[0]);
+    for (int i = 1; i < L_COUNT; i++) {
+        PyObject *position = PyDict_GetItemString(args[0], LAYOUT_NAMES[i]);
+        if (position == NULL) {
+            PyErr_Format(PyExc_KeyError, "%s", LAYOUT_NAMES[i]);
+            return NULL;
+        }
+        values[i] = PyLong_AsSsize_t(position);
         if (values[i] == -1 && PyErr_Occurred()) return NULL;
-        if (i > 0 && (values[i] < 0 || values[i] >= values[L_WIDTH])) {
+        if (values[i] < 0 || values[i] >= values[L_WIDTH]) {
             PyErr_SetString(PyExc_ValueError, "a position outside the vector");
             return NULL;
         }
@@ -423,9 +436,8 @@ static PyMethodDef methods[] = {
      "fold(state, events, attribution_us, points, spans, sign, grain_us)\n--\n\n"
      "The state after events; their facts times sign added to points and spans."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
-     "configure(width, new, churned, orders, purchasing, revenue, clicks, spend, converted,"
-     " attributed, nps, promoters, passives, detractors, csat, satisfied)\n--\n\n"
-     "The positions of the counts in a vector (BASE_COUNTS)."},
+     "configure(base_index)\n--\n\n"
+     "The positions of the counts in a vector: BASE_INDEX, name to position."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -200,29 +200,7 @@ try:
 except ImportError:  # installed without a C compiler: the same results, slower
     _compiled_fold = None
 else:
-    _fold.configure(
-        _WIDTH,
-        *(
-            BASE_INDEX[name]
-            for name in (
-                "new_customers",
-                "churned_customers",
-                "orders",
-                "purchasing_customers",
-                "revenue_micros",
-                "clicks",
-                "spend_micros",
-                "converted_clicks",
-                "attributed_revenue_micros",
-                "nps_responses",
-                "promoters",
-                "passives",
-                "detractors",
-                "csat_responses",
-                "csat_satisfied",
-            )
-        ),
-    )
+    _fold.configure(BASE_INDEX)
     _compiled_fold = _fold.fold
 
 COMPILED_FOLD: Final = _compiled_fold is not None
