@@ -557,8 +557,13 @@ class PartitionState:
             return
         keep_from = self.watermark_us - self.retention_us
         slack_us = self.retention_us // PRUNE_SLACK_FRACTION
+        customers = self.customers
         for customer in self._dirty_customers:
-            self.customers[customer].prune(keep_from, self.attribution_us, slack_us)
+            record = customers[customer]
+            # ``prune`` does nothing unless the first event is due; most are recent.
+            events = record.events
+            if events and events[0][0] < keep_from:
+                record.prune(keep_from, self.attribution_us, slack_us)
         for customer in self._sweep_batch():
             record = self.customers.get(customer)
             if record is not None and record.prune(keep_from, self.attribution_us, slack_us):
@@ -725,8 +730,10 @@ def customer_records(customer: str, record: CustomerRecord) -> list[tuple[bytes,
         ]
     value = orjson.dumps(record.to_json())
     if len(value) <= CUSTOMER_APPEND_FROM_BYTES:
-        record.parts = 0
         record.unsaved = None
+        if not previous_parts:
+            return [(key, value)]  # the common case: small, and always was
+        record.parts = 0
         records: list[tuple[bytes, bytes | None]] = [(key, value)]
     else:
         pieces = _event_pieces(record.events)

@@ -234,11 +234,13 @@ class CustomerRecord:
         end: State,
         parts: int = 0,
         unsaved: list[StoredEvent] | None = None,
+        ids: set[str] | None = None,
     ) -> None:
         self.events = events
         self.base = base
         self.end = end
-        self.ids = {event[2] for event in events}
+        # ``ids`` only when it is the ids of ``events``: a new customer's empty set.
+        self.ids = {event[2] for event in events} if ids is None else ids
         # Changelog records beyond the first that hold this customer's events (a big one).
         self.parts = parts
         # None: the next changelog write is the whole record. A list: every event is
@@ -248,7 +250,7 @@ class CustomerRecord:
 
     @classmethod
     def new(cls) -> CustomerRecord:
-        return cls([], initial_state(), initial_state())
+        return cls([], initial_state(), initial_state(), ids=set())
 
     def to_json(self) -> dict[str, Any]:
         return {"ev": self.events, "base": self.base, "end": self.end}
