@@ -559,11 +559,11 @@ class PartitionState:
         slack_us = self.retention_us // PRUNE_SLACK_FRACTION
         customers = self.customers
         for customer in self._dirty_customers:
-            record = customers[customer]
+            dirty = customers[customer]
             # ``prune`` does nothing unless the first event is due; most are recent.
-            events = record.events
+            events = dirty.events
             if events and events[0][0] < keep_from:
-                record.prune(keep_from, self.attribution_us, slack_us)
+                dirty.prune(keep_from, self.attribution_us, slack_us)
         for customer in self._sweep_batch():
             record = self.customers.get(customer)
             if record is not None and record.prune(keep_from, self.attribution_us, slack_us):
