@@ -177,8 +177,8 @@ class CustomerEngine(Service):
         if missing:
             logger.warning(
                 "the compiled customer stage (%s in stream_app/customers) is not built: its "
-                "Python twins give the same results at about two thirds of the throughput; reinstall "
-                "the package with a C compiler at hand",
+                "Python twins give the same results at about two thirds of the throughput; "
+                "reinstall the package with a C compiler at hand",
                 ", ".join(missing),
             )
 
