@@ -7,7 +7,12 @@
    unsigned integers or null. Anything else (an escape, a non-ASCII byte, a float, a nested
    value, a duplicate key) answers None. So it accepts a subset of what the Python fast path
    accepts, and tests/test_intake_compiled.py checks that it gives the same answer wherever
-   it gives one. */
+   it gives one.
+
+   ``offer_run`` and ``drain_run`` are the per-event loops of ``PartitionState.offer_runs``
+   and ``drain`` around it, which stop before any message or entry that needs the Python
+   code (full validation, a dead letter, another topic); tests/test_offer_compiled.py runs
+   a partition both ways and compares. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,4 +1,4 @@
-"""Type stub of the compiled intake fast path (_intake.c)."""
+"""Type stub of the compiled intake fast path and loops (_intake.c)."""
 
 from typing import Any
 

@@ -12,7 +12,7 @@ subset of what ``parse_event`` accepts and produce the same stored event:
 ``fast_stored`` is the compiled twin of ``fast_stored_python`` (``_intake.c``, built by the
 package install) where it was built, else the Python function itself. The compiled one reads
 the JSON bytes directly and recognises a subset of these messages (no escapes, no non-ASCII
-text), in a fifth of the time; ``tests/test_intake_compiled.py`` checks it against this one.
+text), in an eighth of the time; ``tests/test_intake_compiled.py`` checks it against this one.
 """
 
 from __future__ import annotations
