@@ -26,12 +26,8 @@ def compiled(
     sign: int = 1,
     grain_us: int = 1,
 ) -> list[Any]:
-    assert timeline._compiled_fold is not None
-    if facts is None:
-        return timeline._compiled_fold(state, events, attribution_us, None, None, sign, grain_us)
-    return timeline._compiled_fold(
-        state, events, attribution_us, facts.points, facts.spans, sign, grain_us
-    )
+    assert timeline.fold is not fold_python
+    return timeline.fold(state, events, attribution_us, facts, sign, grain_us)
 
 
 def _history(rng: random.Random, length: int, start_us: int) -> list[StoredEvent]:
@@ -111,19 +107,19 @@ def test_the_fold_in_use_is_the_compiled_one() -> None:
     # CustomerRecord.apply goes through ``fold``; it must reach the compiled twin.
     events = _history(random.Random(5), 30, 1_790_000_000_000_000)
     calls = []
-    original = timeline._compiled_fold
+    original = timeline.fold
+    assert original is not fold_python
 
     def spy(*args: Any) -> Any:
         calls.append(args)
-        assert original is not None
         return original(*args)
 
     record = timeline.CustomerRecord.new()
     try:
-        timeline._compiled_fold = spy
+        timeline.fold = spy
         record.apply(list(events), MINUTE_US * 60, Facts(), MINUTE_US)
     finally:
-        timeline._compiled_fold = original
+        timeline.fold = original
     assert calls
     assert record.end == fold_python(initial_state(), events, MINUTE_US * 60)
 
@@ -173,3 +169,14 @@ def test_a_wrong_layout_is_refused_and_changes_nothing() -> None:
     fold_python(initial_state(), events, 0, reference)
     compiled(initial_state(), events, 0, facts)
     assert dict(facts.points) == dict(reference.points)
+
+
+def test_facts_of_the_wrong_kind_raise() -> None:
+    class NotFacts:
+        points: Any = []
+        spans: Any = {}
+
+    with pytest.raises(TypeError):
+        timeline.fold(initial_state(), [[1, 4, "e"]], 0, NotFacts())  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        timeline.fold(initial_state(), [[1, 4, "e"]], 0, object())  # type: ignore[arg-type]

@@ -1,9 +1,9 @@
 /* The customer fold compiled: a C twin of ``fold_python`` in timeline.py.
 
    Same arguments and result: the state after ``events`` (a new list; the given state is
-   not changed), and the events' facts times ``sign`` added to ``points`` (a dict of
-   (segment, t) to a list of counts) and ``spans`` (a dict of fact tuple to count), or no
-   facts when both are None. Counts are Python ints: a sum that leaves 64 bits is added as
+   not changed), and the events' facts times ``sign`` added to ``facts`` (a timeline.Facts:
+   ``points``, a dict of (segment, t) to a list of counts, and ``spans``, a dict of fact
+   tuple to count), or no facts when it is None. Counts are Python ints: a sum that leaves 64 bits is added as
    Python adds it. Event fields the Python code would compute with are read as 64-bit
    integers; one that is not (no validated event has one) raises instead.
    tests/test_fold_compiled.py runs both on random histories and compares every result. */
@@ -36,7 +36,7 @@ enum {
 static Py_ssize_t layout[L_COUNT];
 static int configured = 0;
 
-static PyObject *s_all, *s_region, *s_campaign, *s_act, *s_dp, *s_dr;
+static PyObject *s_all, *s_region, *s_campaign, *s_act, *s_dp, *s_dr, *s_points, *s_spans;
 
 static inline long long floor_to(long long t, long long grain) {
     long long r = t % grain;
@@ -119,30 +119,9 @@ static int span_add(PyObject *spans, PyObject *key, long long delta) {
 
 static PyObject *concat(PyObject *prefix, PyObject *name) { return PyUnicode_Concat(prefix, name); }
 
-static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError,
-                        "fold(state, events, attribution_us, points, spans, sign, grain_us)");
-        return NULL;
-    }
-    if (!configured) {
-        PyErr_SetString(PyExc_RuntimeError, "_fold.configure was not called");
-        return NULL;
-    }
-    PyObject *state = args[0], *events = args[1], *points = args[3], *spans = args[4];
-    long long attribution_us, sign, grain;
-    if (as_ll(args[2], &attribution_us) < 0 || as_ll(args[5], &sign) < 0 ||
-        as_ll(args[6], &grain) < 0)
-        return NULL;
-    if (grain <= 0) {
-        PyErr_SetString(PyExc_ValueError, "grain_us must be positive");
-        return NULL;
-    }
-    int with_facts = points != Py_None;
-    if (with_facts && (!PyDict_Check(points) || !PyDict_Check(spans))) {
-        PyErr_SetString(PyExc_TypeError, "points and spans must be dicts, or both None");
-        return NULL;
-    }
+static PyObject *fold_impl(PyObject *state, PyObject *events, long long attribution_us,
+                           PyObject *points, PyObject *spans, long long sign, long long grain) {
+    int with_facts = points != NULL;
     if (!PyList_Check(state) || PyList_GET_SIZE(state) != 5 || !PyList_Check(events)) {
         PyErr_SetString(PyExc_TypeError, "state must be a list of 5, events a list");
         return NULL;
@@ -398,6 +377,40 @@ fail:
     return NULL;
 }
 
+static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 3 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fold(state, events, attribution_us, facts=None, sign=1, grain_us=1)");
+        return NULL;
+    }
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_fold.configure was not called");
+        return NULL;
+    }
+    long long attribution_us, sign = 1, grain = 1;
+    if (as_ll(args[2], &attribution_us) < 0 || (nargs > 4 && as_ll(args[4], &sign) < 0) ||
+        (nargs > 5 && as_ll(args[5], &grain) < 0))
+        return NULL;
+    if (grain <= 0) {
+        PyErr_SetString(PyExc_ValueError, "grain_us must be positive");
+        return NULL;
+    }
+    PyObject *facts = nargs > 3 ? args[3] : Py_None;
+    if (facts == Py_None)
+        return fold_impl(args[0], args[1], attribution_us, NULL, NULL, sign, grain);
+    /* A timeline.Facts: its points (a dict, a defaultdict in practice) and spans. */
+    PyObject *points = PyObject_GetAttr(facts, s_points);
+    PyObject *spans = points ? PyObject_GetAttr(facts, s_spans) : NULL;
+    PyObject *result = NULL;
+    if (spans != NULL && (!PyDict_Check(points) || !PyDict_Check(spans)))
+        PyErr_SetString(PyExc_TypeError, "facts.points and facts.spans must be dicts");
+    else if (spans != NULL)
+        result = fold_impl(args[0], args[1], attribution_us, points, spans, sign, grain);
+    Py_XDECREF(points);
+    Py_XDECREF(spans);
+    return result;
+}
+
 /* The BASE_COUNTS names of the positions after L_WIDTH, in enum order. */
 static const char *const LAYOUT_NAMES[L_COUNT] = {
     NULL, "new_customers", "churned_customers", "orders", "purchasing_customers",
@@ -433,8 +446,8 @@ static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t n
 
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
-     "fold(state, events, attribution_us, points, spans, sign, grain_us)\n--\n\n"
-     "The state after events; their facts times sign added to points and spans."},
+     "fold(state, events, attribution_us, facts=None, sign=1, grain_us=1)\n--\n\n"
+     "The state after events; their facts times sign added to facts (a timeline.Facts)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "configure(base_index)\n--\n\n"
      "The positions of the counts in a vector: BASE_INDEX, name to position."},
@@ -453,6 +466,9 @@ PyMODINIT_FUNC PyInit__fold(void) {
     s_act = PyUnicode_InternFromString("act");
     s_dp = PyUnicode_InternFromString("dp");
     s_dr = PyUnicode_InternFromString("dr");
+    s_points = PyUnicode_InternFromString("points");
+    s_spans = PyUnicode_InternFromString("spans");
+    if (!s_points || !s_spans) return NULL;
     if (!s_all || !s_region || !s_campaign || !s_act || !s_dp || !s_dr) return NULL;
     return PyModule_Create(&module_def);
 }

@@ -2,14 +2,15 @@
 
 from typing import Any
 
+from stream_app.customers.timeline import Facts
+
 def fold(
     state: list[Any],
     events: list[list[Any]],
     attribution_us: int,
-    points: dict[tuple[str, int], list[int]] | None,
-    spans: dict[tuple[Any, ...], int] | None,
-    sign: int,
-    grain_us: int,
+    facts: Facts | None = ...,
+    sign: int = ...,
+    grain_us: int = ...,
     /,
 ) -> list[Any]: ...
 def configure(base_index: dict[str, int], /) -> None: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX, to_micros
@@ -195,31 +195,29 @@ def fold_python(
     return [active, region, campaign, click, prev]
 
 
+class Fold(Protocol):
+    def __call__(
+        self,
+        state: State,
+        events: list[StoredEvent],
+        attribution_us: int,
+        facts: Facts | None = ...,
+        sign: int = ...,
+        grain_us: int = ...,
+        /,
+    ) -> State: ...
+
+
+fold: Fold
 try:
     from stream_app.customers import _fold
 except ImportError:  # installed without a C compiler: the same results, slower
-    _compiled_fold = None
+    fold = fold_python
 else:
     _fold.configure(BASE_INDEX)
-    _compiled_fold = _fold.fold
+    fold = _fold.fold  # the compiled twin of ``fold_python``
 
-COMPILED_FOLD: Final = _compiled_fold is not None
-
-
-def fold(
-    state: State,
-    events: list[StoredEvent],
-    attribution_us: int,
-    facts: Facts | None = None,
-    sign: int = 1,
-    grain_us: int = 1,
-) -> State:
-    """``fold_python``, by its compiled twin (``_fold.c``) where that was built."""
-    if _compiled_fold is None:
-        return fold_python(state, events, attribution_us, facts, sign, grain_us)
-    if facts is None:
-        return _compiled_fold(state, events, attribution_us, None, None, sign, grain_us)
-    return _compiled_fold(state, events, attribution_us, facts.points, facts.spans, sign, grain_us)
+COMPILED_FOLD: Final = fold is not fold_python
 
 
 class CustomerRecord:
