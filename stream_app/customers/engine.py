@@ -267,8 +267,8 @@ class CustomerEngine(Service):
     # -- processing --------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        with collection_paused():
-            dead = self._apply_batch(batch)
+        # Collection is paused by the caller, from the fetch on.
+        dead = self._apply_batch(batch)
         if dead:
             await self._send_dead_letters(dead)
 
