@@ -55,6 +55,10 @@ unit: install ## Only the tests that need no broker or Redis
 chaos: install ## Only the fault tests (broker lost or frozen, floods of bad input, duplicates; 3 to 5 min)
 	$(BIN)/pytest tests/test_faults.py $(PYTEST_ARGS)
 
+.PHONY: fuzz
+fuzz: install ## Fuzz the intake: 1,000,000 mutated messages through the partition path (a few minutes)
+	$(BIN)/python -m tests.fuzz_intake --messages 1000000
+
 .PHONY: clean
 clean: ## Remove the venv, caches and local state
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var test-artifacts

@@ -43,6 +43,8 @@ class RejectReason(StrEnum):
     MISSING_FIELD = "missing_field"
     INVALID_FIELD = INVALID_FIELD
     KEY_MISMATCH = "key_mismatch"
+    # Validation itself raised: a message the rules above did not foresee, never a crash.
+    UNEXPECTED_ERROR = "unexpected_error"
     # Set by the KPI engine (event older than watermark - max lateness), never by the parser.
     TOO_LATE = "too_late"
 
@@ -93,11 +95,35 @@ def parse_event(
     reporting_currency: str = "USD",
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Event | Rejection:
-    """Validate one message value (and key) of the ``event_type`` topic.
+    """Validate one message value (and key) of the ``event_type`` topic; never raises.
 
     A valid message is parsed once; only rejections (and rare suspicious inputs) pay for a
     second parse that finds the most relevant reason.
     """
+    try:
+        return _parse_event(
+            event_type, value, key, reporting_currency=reporting_currency, max_bytes=max_bytes
+        )
+    except Exception as exc:  # one message never stops a worker, whatever it holds
+        return unexpected_rejection(exc)
+
+
+def unexpected_rejection(error: Exception) -> Rejection:
+    """The rejection of a message whose validation raised: the message is kept, not the worker."""
+    return Rejection(
+        RejectReason.UNEXPECTED_ERROR,
+        f"Validating the message raised {type(error).__name__}; it was kept as a dead letter.",
+    )
+
+
+def _parse_event(
+    event_type: EventType,
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    reporting_currency: str = "USD",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Event | Rejection:
     if value is not None and len(value) > max_bytes:
         return Rejection(
             RejectReason.TOO_LARGE,

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
+from schemas.parse import unexpected_rejection
 from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
 from stream_app.customers.intake import drain_run, fast_stored, offer_run
@@ -280,17 +281,22 @@ class PartitionState:
                 if offset < next_offset:
                     continue
                 next_offset = offset + 1
-                fast = fast_stored(event_type, message.value, message.key, currency)
-                if fast is None:
-                    parsed = parse_event(
-                        event_type, message.value, message.key, reporting_currency=currency
-                    )
-                    if isinstance(parsed, Rejection):
-                        result.dead_letters.append(self._dead_letter(message, parsed))
-                        continue
-                    customer, event = parsed.customer_id, stored(parsed)
-                else:
-                    customer, event = fast
+                try:
+                    fast = fast_stored(event_type, message.value, message.key, currency)
+                    if fast is None:
+                        parsed = parse_event(
+                            event_type, message.value, message.key, reporting_currency=currency
+                        )
+                        if isinstance(parsed, Rejection):
+                            result.dead_letters.append(self._dead_letter(message, parsed))
+                            continue
+                        customer, event = parsed.customer_id, stored(parsed)
+                    else:
+                        customer, event = fast
+                except Exception as exc:  # one message never stops a worker
+                    rejection = unexpected_rejection(exc)
+                    result.dead_letters.append(self._dead_letter(message, rejection))
+                    continue
                 t_us, event_id = event[0], event[2]
                 # Judged against what came before it on its own topic partition too: that
                 # order is fixed, while how far the other topics got when it is applied is
