@@ -20,8 +20,11 @@ if [ -z "$PYTHON" ]; then
 fi
 
 stamp=.venv/.installed
-# The C sources too: the install compiles them (see [tool.setuptools] in pyproject.toml).
-want="$(cat pyproject.toml stream_app/customers/*.c | sha256sum | cut -d' ' -f1)"
+# The sources the install compiles too (setup.py names them): a stale extension module
+# would shadow its edited .py file.
+compiled="$(grep -oE 'stream_app/[A-Za-z0-9_/]+\.(py|c)' setup.py | sort -u)"
+# shellcheck disable=SC2086
+want="$(cat pyproject.toml setup.py $compiled | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -36,7 +36,7 @@ from stream_app.customers.partition import (
     checkpoint_records,
     watermark_tick,
 )
-from stream_app.customers.timeline import COMPILED_FOLD
+from stream_app.customers.timeline import COMPILED as COMPILED_FOLD
 from stream_app.gctune import collection_paused
 from stream_app.kafka import (
     DEAD_LETTER_MAX_BYTES,
@@ -171,14 +171,14 @@ class CustomerEngine(Service):
         logger.info("customer stage started (generation %s)", self.generation)
         missing = [
             name
-            for name, built in (("_intake.c", intake.COMPILED), ("_fold.c", COMPILED_FOLD))
+            for name, built in (("_intake.c", intake.COMPILED), ("timeline.py", COMPILED_FOLD))
             if not built
         ]
         if missing:
             logger.warning(
-                "the compiled customer stage (%s in stream_app/customers) is not built: its "
-                "Python twins give the same results at about two thirds of the throughput; "
-                "reinstall the package with a C compiler at hand",
+                "the compiled customer stage (%s in stream_app/customers) is not built: it "
+                "runs interpreted, with the same results and less throughput; reinstall the "
+                "package with a C compiler at hand (make install)",
                 ", ".join(missing),
             )
 
