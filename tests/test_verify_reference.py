@@ -14,7 +14,8 @@ import pytest
 
 from schemas import EventType
 from stream_app.eventlog import LogRecord
-from stream_app.kpis.formulas import BASE_COUNTS, derive_kpis
+from stream_app.kpis.formulas import BASE_COUNTS
+from stream_app.kpis.registry import derive_kpis
 from stream_app.settings import DEFAULT_WINDOWS, Settings
 from stream_app.verify.reference import (
     Reference,
