@@ -1,10 +1,13 @@
-"""The KPI registry: its declarations hang together and the public name lists follow it."""
+"""The KPI registry: its declarations hang together, and what is generated from it is current."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from schemas import CAMPAIGN_KPIS, MONEY_KPIS, SEGMENT_KPIS
+from stream_app.kpis import docs
 from stream_app.kpis.formulas import BASE_COUNTS
 from stream_app.kpis.registry import (
     CSAT_SATISFIED_MIN,
@@ -55,3 +58,27 @@ def test_nps_thresholds(score: int, category: str) -> None:
 def test_csat_threshold() -> None:
     assert CSAT_SATISFIED_MIN == 4
     assert [is_csat_satisfied(score) for score in range(1, 6)] == [False, False, False, True, True]
+
+
+def test_docs_tables_match_the_registry() -> None:
+    assert docs.main(["--check"]) == 0, "docs/metrics.md drifted: run `make docs`"
+
+
+def test_docs_rewrite_replaces_only_the_marked_block(tmp_path: Path) -> None:
+    page = tmp_path / "metrics.md"
+    page.write_text(f"before\n{docs.BEGIN}\nstale table\n{docs.END}\nafter\n", encoding="utf-8")
+    assert docs.main(["--check", "--file", str(page)]) == 1
+    assert docs.main(["--file", str(page)]) == 0
+    text = page.read_text("utf-8")
+    assert text.startswith("before\n")
+    assert text.endswith("\nafter\n")
+    assert "stale table" not in text
+    assert "| `churn_rate` | share of the starting customers who left | C / S | S = 0 |" in text
+    assert docs.main(["--check", "--file", str(page)]) == 0
+
+
+def test_docs_rewrite_needs_the_markers(tmp_path: Path) -> None:
+    page = tmp_path / "metrics.md"
+    page.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="markers"):
+        docs.main(["--file", str(page)])
