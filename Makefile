@@ -47,6 +47,10 @@ schemas: install ## Regenerate the JSON Schemas in schemas/json
 test: install lint typecheck ## Lint, type-check, then run every test (what CI runs)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+.PHONY: docs
+docs: install ## Rewrite the KPI tables of docs/metrics.md from the KPI registry
+	$(BIN)/python -m stream_app.kpis.docs
+
 .PHONY: unit
 unit: install ## Only the tests that need no broker or Redis
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)

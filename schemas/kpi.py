@@ -1,13 +1,18 @@
-"""KPI snapshots (contract section 5): one JSON object per window and segment."""
+"""KPI snapshots (contract section 5): one JSON object per window and segment.
+
+The KPI fields are generated from the registry (``stream_app.kpis.registry``).
+"""
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, create_model
 
 from schemas.timestamps import UtcDatetime
+from stream_app.kpis.formulas import SegmentKind
+from stream_app.kpis.registry import KPI_BY_NAME, KPIS, Kpi, names_for
 
 MONEY_PATTERN: Final = r"^-?[0-9]+\.[0-9]{2}$"
 WINDOW_PATTERN: Final = r"^[A-Za-z0-9_-]{1,32}$"
@@ -22,48 +27,9 @@ SNAPSHOT_META: Final[tuple[str, ...]] = (
     "watermark",
     "updated_at",
 )
-SEGMENT_KPIS: Final[tuple[str, ...]] = (
-    "active_start",
-    "active_end",
-    "new_customers",
-    "churned_customers",
-    "churn_rate",
-    "retention_rate",
-    "orders",
-    "revenue",
-    "aov",
-    "purchasing_customers",
-    "repeat_customers",
-    "repeat_purchase_rate",
-    "purchase_frequency",
-    "clv",
-    "clicks",
-    "converted_clicks",
-    "conversion_rate",
-    "spend",
-    "cac",
-    "attributed_revenue",
-    "roas",
-    "nps_responses",
-    "promoters",
-    "passives",
-    "detractors",
-    "nps",
-    "csat_responses",
-    "csat_satisfied",
-    "csat",
-)
-CAMPAIGN_KPIS: Final[tuple[str, ...]] = (
-    "clicks",
-    "converted_clicks",
-    "conversion_rate",
-    "spend",
-    "new_customers",
-    "cac",
-    "attributed_revenue",
-    "roas",
-)
-MONEY_KPIS: Final[tuple[str, ...]] = ("revenue", "aov", "clv", "spend", "cac", "attributed_revenue")
+SEGMENT_KPIS: Final[tuple[str, ...]] = names_for("segment")
+CAMPAIGN_KPIS: Final[tuple[str, ...]] = names_for("campaign")
+MONEY_KPIS: Final[tuple[str, ...]] = tuple(kpi.name for kpi in KPIS if kpi.kind == "money")
 
 _CENT = Decimal("0.01")
 
@@ -101,68 +67,47 @@ class _SnapshotMeta(BaseModel):
     updated_at: UtcDatetime = Field(description="Wall-clock time of publication (UTC).")
 
 
-class SegmentSnapshot(_SnapshotMeta):
-    """Every KPI of contract section 4 for segment 'all' or 'region:<REGION>'."""
+def _field(kpi: Kpi) -> tuple[Any, Any]:
+    """A snapshot field of ``kpi``: its JSON type by kind, its description from the registry."""
+    kind: Any = {"count": Count, "money": Money}.get(kpi.kind, Ratio)
+    text = kpi.definition[:1].upper() + kpi.definition[1:]
+    if kpi.kind == "count" and kpi.shown_formula != "count":
+        text += f" ({kpi.shown_formula})"  # S, E, N, C of the contract
+    elif kpi.kind != "count" and not kpi.shown_formula.startswith("sum"):
+        text += f": {kpi.shown_formula}"
+    if kpi.kind == "money":
+        text += ", decimal string with 2 places"
+    if kpi.nullable:
+        text += f"; null when {kpi.null_when}"
+    return kind, Field(description=text + ".")
 
+
+def _fields(kind: SegmentKind) -> dict[str, Any]:
+    return {name: _field(KPI_BY_NAME[name]) for name in names_for(kind)}
+
+
+class _SegmentMeta(_SnapshotMeta):
     segment: str = Field(
         pattern=SEGMENT_PATTERN, description="'all' or 'region:<REGION>' (e.g. region:EU)."
     )
-    active_start: Count = Field(description="S: customers active at window_start.")
-    active_end: Count = Field(description="E: customers active at window_end.")
-    new_customers: Count = Field(description="N: effective signups in the window.")
-    churned_customers: Count = Field(description="C: effective cancellations in the window.")
-    churn_rate: Ratio = Field(description="C / S; null when S is 0.")
-    retention_rate: Ratio = Field(description="(E - N) / S; null when S is 0.")
-    orders: Count = Field(description="Purchases in the window.")
-    revenue: Money = Field(description="Sum of purchase amounts, decimal string with 2 places.")
-    aov: Money = Field(description="revenue / orders, 2 places; null when orders is 0.")
-    purchasing_customers: Count = Field(description="Customers with at least 1 purchase.")
-    repeat_customers: Count = Field(description="Customers with at least 2 purchases.")
-    repeat_purchase_rate: Ratio = Field(
-        description="repeat_customers / purchasing_customers; null when the latter is 0."
-    )
-    purchase_frequency: Ratio = Field(
-        description="orders / purchasing_customers; null when the latter is 0."
-    )
-    clv: Money = Field(
-        description="(revenue / purchasing_customers) / churn_rate x gross margin, 2 places; "
-        "null when a denominator is 0 or null."
-    )
-    clicks: Count = Field(description="Campaign clicks in the window.")
-    converted_clicks: Count = Field(description="Clicks in the window that later converted.")
-    conversion_rate: Ratio = Field(description="converted_clicks / clicks; null when clicks is 0.")
-    spend: Money = Field(description="Sum of click costs in the window, 2 places.")
-    cac: Money = Field(description="spend / new_customers, 2 places; null when N is 0.")
-    attributed_revenue: Money = Field(
-        description="Amounts of the purchases that converted clicks in the window, 2 places."
-    )
-    roas: Ratio = Field(description="attributed_revenue / spend; null when spend is 0.")
-    nps_responses: Count = Field(description="NPS surveys in the window.")
-    promoters: Count = Field(description="NPS scores 9 or 10.")
-    passives: Count = Field(description="NPS scores 7 or 8.")
-    detractors: Count = Field(description="NPS scores 0 to 6.")
-    nps: Ratio = Field(
-        description="100 x (promoters - detractors) / nps_responses; null when no responses."
-    )
-    csat_responses: Count = Field(description="CSAT surveys in the window.")
-    csat_satisfied: Count = Field(description="CSAT scores 4 or 5.")
-    csat: Ratio = Field(description="100 x csat_satisfied / csat_responses; null when none.")
 
 
-class CampaignSnapshot(_SnapshotMeta):
-    """The campaign KPIs of contract section 4 for segment 'campaign:<campaign_id>'."""
-
+class _CampaignMeta(_SnapshotMeta):
     segment: str = Field(pattern=CAMPAIGN_SEGMENT_PATTERN, description="'campaign:<campaign_id>'.")
-    clicks: Count = Field(description="Clicks on the campaign in the window.")
-    converted_clicks: Count = Field(description="Clicks in the window that later converted.")
-    conversion_rate: Ratio = Field(description="converted_clicks / clicks; null when clicks is 0.")
-    spend: Money = Field(description="Sum of click costs in the window, 2 places.")
-    new_customers: Count = Field(
-        description="Effective signups in the window acquired by the campaign."
-    )
-    cac: Money = Field(description="spend / new_customers, 2 places; null when it is 0.")
-    attributed_revenue: Money = Field(
-        description="Amounts of the purchases that converted the campaign's clicks in the "
-        "window, 2 places."
-    )
-    roas: Ratio = Field(description="attributed_revenue / spend; null when spend is 0.")
+
+
+# The KPI fields come from the registry, so a new KPI needs no edit here.
+SegmentSnapshot = create_model(
+    "SegmentSnapshot",
+    __base__=_SegmentMeta,
+    __doc__="Every KPI of contract section 4 for segment 'all' or 'region:<REGION>'.",
+    __module__=__name__,
+    **_fields("segment"),
+)
+CampaignSnapshot = create_model(
+    "CampaignSnapshot",
+    __base__=_CampaignMeta,
+    __doc__="The campaign KPIs of contract section 4 for segment 'campaign:<campaign_id>'.",
+    __module__=__name__,
+    **_fields("campaign"),
+)

@@ -63,6 +63,7 @@ def snapshot(
         "cac": f"{11.26 + seed / 100:.2f}",
         "attributed_revenue": f"{2750.00 + seed:.2f}",
         "roas": 6.1077,
+        "ltv_cac_ratio": 145.3712,
         "nps_responses": 70 + seed,
         "promoters": 35,
         "passives": 20,

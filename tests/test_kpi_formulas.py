@@ -13,16 +13,8 @@ from typing import Any
 
 import pytest
 
-from stream_app.kpis.formulas import (
-    BASE_COUNTS,
-    KpiValue,
-    SegmentKind,
-    derive_kpis,
-    money,
-    ratio,
-    segment_kind,
-    to_micros,
-)
+from stream_app.kpis.formulas import BASE_COUNTS, KpiValue, SegmentKind, money, ratio, to_micros
+from stream_app.kpis.registry import derive_kpis, segment_kind
 
 # Contract section 4, in its order: every KPI of `all` and region segments ...
 SEGMENT_KPIS = (
@@ -47,6 +39,7 @@ SEGMENT_KPIS = (
     "cac",
     "attributed_revenue",
     "roas",
+    "ltv_cac_ratio",
     "nps_responses",
     "promoters",
     "passives",
@@ -75,6 +68,7 @@ RATIO_KPIS = {
     "purchase_frequency",
     "conversion_rate",
     "roas",
+    "ltv_cac_ratio",
     "nps",
     "csat",
 }
@@ -120,6 +114,7 @@ ZERO_SEGMENT: dict[str, KpiValue] = {
     "cac": None,
     "attributed_revenue": "0.00",
     "roas": None,
+    "ltv_cac_ratio": None,
     "nps_responses": 0,
     "promoters": 0,
     "passives": 0,
@@ -192,6 +187,8 @@ TABLE = [
             "cac": "1.60",  # 1.60 / 1
             "attributed_revenue": "29.99",
             "roas": 18.74375,  # 29.99 / 1.60
+            # exact clv 79.99333... / cac 1.60, not the rounded "79.99" / "1.60" = 49.99375
+            "ltv_cac_ratio": 49.99583333333333,
             "nps_responses": 2,
             "promoters": 1,
             "passives": 0,
@@ -244,6 +241,7 @@ TABLE = [
             "cac": "1.60",
             "attributed_revenue": "29.99",
             "roas": 18.74375,
+            "ltv_cac_ratio": None,  # clv is null
             "nps_responses": 2,
             "promoters": 1,
             "passives": 0,
@@ -285,6 +283,7 @@ TABLE = [
             "cac": None,
             "attributed_revenue": "0.00",
             "roas": None,
+            "ltv_cac_ratio": None,  # cac is null: no new customers
             "nps_responses": 0,
             "promoters": 0,
             "passives": 0,
@@ -468,6 +467,74 @@ TABLE = [
         },
         {"clv": "0.62"},  # 1.25 / 1 x 0.5 = 0.625 -> even cent
         gross_margin="0.5",
+    ),
+    # -- ltv_cac_ratio: exact clv / exact cac, a JSON number --------------------------------------
+    case(
+        "ltv_cac_exact_both_sides",
+        {
+            "active_start": 3,
+            "churned_customers": 1,
+            "new_customers": 3,
+            "orders": 3,
+            "revenue_micros": usd("10.00"),
+            "purchasing_customers": 3,
+            "spend_micros": usd("1.00"),
+        },
+        # clv = (10 / 3) / (1 / 3) = 10.00; cac = 1 / 3 = 0.333... ("0.33"): 10 / (1/3) = 30,
+        # where the rounded strings would give 10.00 / 0.33 = 30.3030...
+        {"clv": "10.00", "cac": "0.33", "ltv_cac_ratio": 30.0},
+    ),
+    case(
+        "ltv_cac_with_gross_margin",
+        {
+            "active_start": 2,
+            "churned_customers": 1,
+            "new_customers": 1,
+            "orders": 1,
+            "revenue_micros": usd("100.00"),
+            "purchasing_customers": 1,
+            "spend_micros": usd("8.00"),
+        },
+        {"clv": "50.00", "cac": "8.00", "ltv_cac_ratio": 6.25},  # 100 x 2 x 0.25 / 8
+        gross_margin="0.25",
+    ),
+    case(
+        "ltv_cac_null_when_cac_is_zero",
+        {
+            "active_start": 1,
+            "churned_customers": 1,
+            "new_customers": 2,
+            "orders": 1,
+            "revenue_micros": usd("5.00"),
+            "purchasing_customers": 1,
+        },
+        {"clv": "5.00", "cac": "0.00", "ltv_cac_ratio": None},  # free customers: no ratio
+    ),
+    case(
+        "ltv_cac_null_when_clv_is_null",
+        {
+            "active_start": 4,
+            "new_customers": 2,
+            "spend_micros": usd("3.00"),
+            "orders": 1,
+            "revenue_micros": usd("9.00"),
+            "purchasing_customers": 1,
+        },
+        {"clv": None, "cac": "1.50", "ltv_cac_ratio": None},  # C = 0: unbounded lifetime
+    ),
+    case(
+        "ltv_cac_tiny_cac_is_not_rounded_to_zero",
+        {
+            "active_start": 1,
+            "churned_customers": 1,
+            "new_customers": 1000,
+            "orders": 1,
+            "revenue_micros": usd("1.00"),
+            "purchasing_customers": 1,
+            "spend_micros": usd("1.00"),
+        },
+        # cac = 0.001 is published "0.00", yet the ratio uses it: 1.00 / 0.001 = 1000
+        {"clv": "1.00", "cac": "0.00", "ltv_cac_ratio": 1000.0},
     ),
     # -- money: half-even to 2 places (a tie goes to the even cent) ------------------------------
     case("revenue_tie_rounds_down_to_even", {"revenue_micros": usd("0.105")}, {"revenue": "0.10"}),

@@ -525,6 +525,7 @@ RATIO_KPIS = {
     "purchase_frequency",
     "conversion_rate",
     "roas",
+    "ltv_cac_ratio",
     "nps",
     "csat",
 }

@@ -7,6 +7,7 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 
 from schemas import EventType
 from stream_app.eventlog import LogRecord
-from stream_app.kpis.formulas import BASE_COUNTS, derive_kpis
+from stream_app.kpis.formulas import BASE_COUNTS
+from stream_app.kpis.registry import derive_kpis
 from stream_app.settings import DEFAULT_WINDOWS, Settings
 from stream_app.verify.reference import (
     Reference,
@@ -530,6 +532,7 @@ def test_nulls_when_denominators_are_zero() -> None:
         "conversion_rate",  # no clicks
         "cac",  # no new customers
         "roas",  # no spend
+        "ltv_cac_ratio",  # no clv, no cac
         "csat",  # no CSAT responses
     ):
         assert kpis[name] is None, name
@@ -555,6 +558,34 @@ def test_clv_null_without_churn_and_exact_with_it() -> None:
     assert kpis["clv"] == "30.00"
     halved = build([*events, cancel("c2", "e5", 80 * MINUTE)], gross_margin=Decimal("0.5"))
     assert halved.expected_kpis("all", ms(W[0]), ms(W[1]))["clv"] == "15.00"
+
+
+def test_ltv_cac_ratio_from_exact_clv_and_cac() -> None:
+    events = [
+        signup("c1", "e1", 0 * HOUR, "EU"),
+        signup("c2", "e2", 0 * HOUR, "EU"),
+        signup("c3", "e3", 0 * HOUR, "EU"),
+        signup("c4", "e4", 65 * MINUTE, "EU", campaign="spring"),
+        signup("c5", "e5", 66 * MINUTE, "EU", campaign="spring"),
+        signup("c6", "e6", 67 * MINUTE, "EU", campaign="spring"),
+        click("c4", "e7", 68 * MINUTE, cost="0.50"),
+        purchase("c1", "e8", 70 * MINUTE, "10.00"),
+        purchase("c2", "e9", 71 * MINUTE, "0.01"),
+        cancel("c3", "e10", 80 * MINUTE),
+    ]
+    reference = build(events, gross_margin=Decimal("0.7"))
+    kpis = reference.expected_kpis("all", ms(W[0]), ms(W[1]))
+    # By hand, from the events: S = 3, C = 1, 2 buyers spent 10.01, 3 new customers cost 0.50.
+    clv = Fraction(1001, 100) / 2 / Fraction(1, 3) * Fraction(7, 10)  # 10.5105
+    cac = Fraction(50, 100) / 3  # 0.1666...
+    assert (kpis["clv"], kpis["cac"]) == ("10.51", "0.17")
+    assert kpis["ltv_cac_ratio"] == float(clv / cac)  # 63.063, not 10.51 / 0.17 = 61.82...
+    assert reference.expected_kpis("region:EU", ms(W[0]), ms(W[1]))["ltv_cac_ratio"] == float(
+        clv / cac
+    )
+    assert "ltv_cac_ratio" not in reference.expected_kpis("campaign:spring", ms(W[0]), ms(W[1]))
+    no_spend = build(events[:6] + events[7:]).expected_kpis("all", ms(W[0]), ms(W[1]))
+    assert (no_spend["cac"], no_spend["ltv_cac_ratio"]) == ("0.00", None)
 
 
 def test_money_is_exact_and_rounded_half_even() -> None:

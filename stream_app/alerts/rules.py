@@ -37,7 +37,8 @@ from pydantic import (
     model_validator,
 )
 
-from stream_app.kpis.formulas import BASE_INDEX, KPIS, KpiValue, SegmentKind
+from stream_app.kpis.formulas import BASE_INDEX, KpiValue, SegmentKind
+from stream_app.kpis.registry import KPIS
 from stream_app.settings import Duration, Settings
 
 CHURN_RULE = "churn_spike"
@@ -46,26 +47,10 @@ Op = Literal["<", "<=", ">", ">="]
 
 KPI_KINDS: dict[str, frozenset[SegmentKind]] = {kpi.name: kpi.applies_to for kpi in KPIS}
 # KPIs that are plain counts: what a minimum-volume guard can count.
-COUNT_KPIS: frozenset[str] = frozenset(name for name in KPI_KINDS if name in BASE_INDEX)
+COUNT_KPIS: frozenset[str] = frozenset(kpi.name for kpi in KPIS if kpi.name in BASE_INDEX)
 # The count a rule's ``min_volume`` applies to unless ``volume_kpi`` names another: the
-# denominator of a ratio, the KPI itself for a count.
-DEFAULT_VOLUME: dict[str, str] = {
-    "churn_rate": "active_start",
-    "retention_rate": "active_start",
-    "revenue": "orders",
-    "aov": "orders",
-    "repeat_purchase_rate": "purchasing_customers",
-    "purchase_frequency": "purchasing_customers",
-    "clv": "purchasing_customers",
-    "conversion_rate": "clicks",
-    "spend": "clicks",
-    "cac": "new_customers",
-    "attributed_revenue": "clicks",
-    "roas": "clicks",
-    "nps": "nps_responses",
-    "csat": "csat_responses",
-}
-assert all(name in KPI_KINDS for name in DEFAULT_VOLUME)
+# denominator of a ratio (declared with each KPI in the registry), the KPI itself for a count.
+DEFAULT_VOLUME: dict[str, str] = {kpi.name: kpi.volume for kpi in KPIS if kpi.volume is not None}
 
 _PATTERN_RE = re.compile(r"^(all|\*|region:\S{1,128}|campaign:\S{1,128})$")
 

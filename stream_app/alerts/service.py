@@ -56,13 +56,8 @@ from stream_app.alerts.detector import (
 from stream_app.alerts.rules import CHURN_RULE, ThresholdRule
 from stream_app.clock import Clock
 from stream_app.customers.timeline import EPOCH
-from stream_app.kpis.formulas import (
-    BASE_INDEX,
-    KPIS,
-    KpiValue,
-    counts_from_vector,
-    segment_kind,
-)
+from stream_app.kpis.formulas import BASE_INDEX, KpiValue, counts_from_vector
+from stream_app.kpis.registry import segment_kind, value_of
 from stream_app.kpis.windows import Spec
 from stream_app.metrics import Metrics, RateLimitedLog
 from stream_app.segments.store import SegmentAggregate, SegmentStore
@@ -76,7 +71,6 @@ EVALUATIONS_PER_TICK = 5_000
 # Alerts kept for a Kafka retry at most (they are in Redis already).
 KAFKA_RETRY_LIMIT = 1_000
 CHURNED = BASE_INDEX["churned_customers"]
-_KPI_BY_NAME = {kpi.name: kpi for kpi in KPIS}
 
 
 @dataclass(frozen=True)
@@ -192,7 +186,6 @@ class ThresholdWatcher:
         grace = rule.grace if rule.grace is not None else settings.alert_grace
         self.grace_us = duration_ms(grace) * 1000
         self.gross_margin = settings.gross_margin
-        self._compute = _KPI_BY_NAME[rule.kpi].compute
         self._volume = rule.volume_metric
 
     def applies(self, segment: str) -> bool:
@@ -212,7 +205,7 @@ class ThresholdWatcher:
                 observations.append(Observation(k, "insufficient", None))
                 continue
             counts = counts_from_vector(totals.value_at(k))
-            value = self._compute(counts, self.gross_margin)
+            value = value_of(self.kpi, counts, self.gross_margin)
             enough = self._volume is None or counts[self._volume] >= self.rule.min_volume
             breached = self.rule.breached(value) if enough else None
             status: Status = "insufficient" if breached is None else "breach" if breached else "ok"

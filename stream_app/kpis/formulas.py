@@ -1,19 +1,24 @@
-"""KPI formulas: pure functions from a window's base counts to the published KPI values."""
+"""KPI arithmetic: the base counts a window keeps, and exact operations on them.
+
+Every KPI is computed from exact values (``int`` counts, ``Fraction`` ratios and money) and
+only turned into what the contract publishes (float, 2-place decimal string) at the end, so a
+KPI that reads another (``clv`` reads ``churn_rate``) never sees a rounded value. The KPIs
+themselves are declared in ``stream_app.kpis.registry``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from collections.abc import Mapping
+from decimal import Decimal
+from fractions import Fraction
 from typing import Literal
 
 # Money is counted in integer micro-units (1e-6 of the reporting currency): amounts have at
 # most 4 decimals and click costs at most 6, so every sum is exact integer arithmetic.
 MICROS_PER_UNIT = 1_000_000
-_CENT = Decimal("0.01")
-_CONTEXT = Context(prec=60)
 
-# The additive counts kept per window; everything published is derived from these.
+# The additive counts kept per window; everything published is derived from these. The
+# customer stage persists vectors of them by position: append only, never reorder.
 BASE_COUNTS: tuple[str, ...] = (
     "active_start",
     "active_end",
@@ -39,6 +44,8 @@ BASE_INDEX: dict[str, int] = {name: i for i, name in enumerate(BASE_COUNTS)}
 SegmentKind = Literal["segment", "campaign"]
 KpiValue = int | float | str | None
 Counts = Mapping[str, int]
+# An exact KPI value before publication: a count, an exact ratio or money amount, or null.
+Exact = int | Fraction | None
 
 
 def to_micros(amount: Decimal) -> int:
@@ -49,141 +56,49 @@ def to_micros(amount: Decimal) -> int:
     return int(micros)
 
 
-def money(value: Decimal | None) -> str | None:
+def money(value: Decimal | Fraction | int | None) -> str | None:
     """A money value as the contract publishes it: decimal string, half-even to 2 places."""
     if value is None:
         return None
-    return str(value.quantize(_CENT, rounding=ROUND_HALF_EVEN, context=_CONTEXT))
-
-
-def micros_to_decimal(micros: int) -> Decimal:
-    return _CONTEXT.divide(Decimal(micros), Decimal(MICROS_PER_UNIT))
+    cents = round(Fraction(value) * 100)  # round() of a Fraction is exact and half-even
+    units, rest = divmod(abs(cents), 100)
+    return f"{'-' if cents < 0 else ''}{units}.{rest:02d}"
 
 
 def ratio(numerator: int, denominator: int, scale: int = 1) -> float | None:
     """``scale * numerator / denominator`` as a correctly rounded float; None when dividing by 0."""
-    if denominator == 0:
+    exact = share(scale * numerator, denominator)
+    return None if exact is None else float(exact)
+
+
+# -- exact operations the KPI declarations are built from ------------------------------------
+
+
+def share(numerator: int, denominator: int) -> Fraction | None:
+    """``numerator / denominator`` exactly; None when the denominator is 0."""
+    return None if denominator == 0 else Fraction(numerator, denominator)
+
+
+def percent(numerator: int, denominator: int) -> Fraction | None:
+    """``100 x numerator / denominator`` exactly (NPS, CSAT); None when dividing by 0."""
+    return share(100 * numerator, denominator)
+
+
+def amount(micros: int) -> Fraction:
+    """A sum of micro-units as an exact money amount."""
+    return Fraction(micros, MICROS_PER_UNIT)
+
+
+def per(micros: int, count: int) -> Fraction | None:
+    """An exact money amount per unit of ``count``; None when the count is 0."""
+    return None if count == 0 else Fraction(micros, MICROS_PER_UNIT * count)
+
+
+def quotient(numerator: Fraction | None, denominator: Fraction | None) -> Fraction | None:
+    """``numerator / denominator`` of two exact KPI values; None if either is null or 0 divides."""
+    if numerator is None or denominator is None or denominator == 0:
         return None
-    return (scale * numerator) / denominator
-
-
-def money_ratio(numerator_micros: int, denominator: int) -> Decimal | None:
-    """An exact money amount divided by a count (or by money, giving a plain number)."""
-    if denominator == 0:
-        return None
-    return _CONTEXT.divide(micros_to_decimal(numerator_micros), Decimal(denominator))
-
-
-def clv(counts: Counts, gross_margin: Decimal) -> Decimal | None:
-    """(revenue / purchasing_customers) / churn_rate x gross margin, exact.
-
-    Null when nobody purchased, when S is 0 (churn rate undefined) or when nobody churned
-    (a churn rate of 0 makes the lifetime unbounded).
-    """
-    purchasing = counts["purchasing_customers"]
-    churned = counts["churned_customers"]
-    active_start = counts["active_start"]
-    if purchasing == 0 or active_start == 0 or churned == 0:
-        return None
-    revenue_per_customer = money_ratio(counts["revenue_micros"], purchasing)
-    assert revenue_per_customer is not None
-    # Dividing by C/S is multiplying by S/C: one exact step, no float churn rate involved.
-    value = _CONTEXT.multiply(revenue_per_customer, Decimal(active_start))
-    value = _CONTEXT.divide(value, Decimal(churned))
-    return _CONTEXT.multiply(value, gross_margin)
-
-
-@dataclass(frozen=True)
-class Kpi:
-    """One published KPI: its name, the segments it applies to, and how it is computed."""
-
-    name: str
-    applies_to: frozenset[SegmentKind]
-    compute: Callable[[Counts, Decimal], KpiValue]
-
-
-def _count(name: str) -> Callable[[Counts, Decimal], KpiValue]:
-    return lambda counts, _gm: counts[name]
-
-
-def _money_total(name: str) -> Callable[[Counts, Decimal], KpiValue]:
-    return lambda counts, _gm: money(micros_to_decimal(counts[name]))
-
-
-_BOTH: frozenset[SegmentKind] = frozenset({"segment", "campaign"})
-_SEGMENT: frozenset[SegmentKind] = frozenset({"segment"})
-
-KPIS: tuple[Kpi, ...] = (
-    Kpi("active_start", _SEGMENT, _count("active_start")),
-    Kpi("active_end", _SEGMENT, _count("active_end")),
-    Kpi("new_customers", _BOTH, _count("new_customers")),
-    Kpi("churned_customers", _SEGMENT, _count("churned_customers")),
-    Kpi(
-        "churn_rate",
-        _SEGMENT,
-        lambda c, _gm: ratio(c["churned_customers"], c["active_start"]),
-    ),
-    Kpi(
-        "retention_rate",
-        _SEGMENT,
-        lambda c, _gm: ratio(c["active_end"] - c["new_customers"], c["active_start"]),
-    ),
-    Kpi("orders", _SEGMENT, _count("orders")),
-    Kpi("revenue", _SEGMENT, _money_total("revenue_micros")),
-    Kpi("aov", _SEGMENT, lambda c, _gm: money(money_ratio(c["revenue_micros"], c["orders"]))),
-    Kpi("purchasing_customers", _SEGMENT, _count("purchasing_customers")),
-    Kpi("repeat_customers", _SEGMENT, _count("repeat_customers")),
-    Kpi(
-        "repeat_purchase_rate",
-        _SEGMENT,
-        lambda c, _gm: ratio(c["repeat_customers"], c["purchasing_customers"]),
-    ),
-    Kpi(
-        "purchase_frequency",
-        _SEGMENT,
-        lambda c, _gm: ratio(c["orders"], c["purchasing_customers"]),
-    ),
-    Kpi("clv", _SEGMENT, lambda c, gm: money(clv(c, gm))),
-    Kpi("clicks", _BOTH, _count("clicks")),
-    Kpi("converted_clicks", _BOTH, _count("converted_clicks")),
-    Kpi("conversion_rate", _BOTH, lambda c, _gm: ratio(c["converted_clicks"], c["clicks"])),
-    Kpi("spend", _BOTH, _money_total("spend_micros")),
-    Kpi(
-        "cac",
-        _BOTH,
-        lambda c, _gm: money(money_ratio(c["spend_micros"], c["new_customers"])),
-    ),
-    Kpi("attributed_revenue", _BOTH, _money_total("attributed_revenue_micros")),
-    Kpi(
-        "roas",
-        _BOTH,
-        lambda c, _gm: ratio(c["attributed_revenue_micros"], c["spend_micros"]),
-    ),
-    Kpi("nps_responses", _SEGMENT, _count("nps_responses")),
-    Kpi("promoters", _SEGMENT, _count("promoters")),
-    Kpi("passives", _SEGMENT, _count("passives")),
-    Kpi("detractors", _SEGMENT, _count("detractors")),
-    Kpi(
-        "nps",
-        _SEGMENT,
-        lambda c, _gm: ratio(c["promoters"] - c["detractors"], c["nps_responses"], 100),
-    ),
-    Kpi("csat_responses", _SEGMENT, _count("csat_responses")),
-    Kpi("csat_satisfied", _SEGMENT, _count("csat_satisfied")),
-    Kpi("csat", _SEGMENT, lambda c, _gm: ratio(c["csat_satisfied"], c["csat_responses"], 100)),
-)
-
-
-def segment_kind(segment: str) -> SegmentKind:
-    """``campaign:<id>`` segments carry the campaign KPIs only; ``all`` and regions carry all."""
-    return "campaign" if segment.startswith("campaign:") else "segment"
-
-
-def derive_kpis(
-    counts: Counts, kind: SegmentKind, gross_margin: Decimal = Decimal(1)
-) -> dict[str, KpiValue]:
-    """Every KPI of the contract that applies to ``kind``, from one window's base counts."""
-    return {kpi.name: kpi.compute(counts, gross_margin) for kpi in KPIS if kind in kpi.applies_to}
+    return numerator / denominator
 
 
 def counts_from_vector(vector: list[int] | tuple[int, ...]) -> dict[str, int]:

@@ -18,7 +18,8 @@ from redis.exceptions import RedisError
 from stream_app.clock import Clock
 from stream_app.customers.timeline import EPOCH
 from stream_app.gctune import collection_paused
-from stream_app.kpis.formulas import counts_from_vector, derive_kpis, segment_kind
+from stream_app.kpis.formulas import counts_from_vector
+from stream_app.kpis.registry import derive_kpis, segment_kind
 from stream_app.kpis.windows import DiffArray, Spec
 from stream_app.metrics import Metrics, RateLimitedLog
 from stream_app.segments.store import SegmentAggregate, SegmentStore

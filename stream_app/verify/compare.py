@@ -13,8 +13,9 @@ from typing import Any, Final, Literal
 import orjson
 import redis
 
-from schemas import CAMPAIGN_KPIS, SEGMENT_KPIS, SNAPSHOT_META
-from stream_app.kpis.formulas import KpiValue, segment_kind
+from schemas import SNAPSHOT_META
+from stream_app.kpis.formulas import KpiValue
+from stream_app.kpis.registry import names_for, segment_kind
 from stream_app.settings import Settings, WindowSpec
 from stream_app.verify.reference import Reference, Window, current_window, epoch_us
 
@@ -180,7 +181,7 @@ def shown(value: object) -> object:
 
 
 def kpi_names(segment: str) -> tuple[str, ...]:
-    return CAMPAIGN_KPIS if segment_kind(segment) == "campaign" else SEGMENT_KPIS
+    return names_for(segment_kind(segment))
 
 
 @dataclass

@@ -25,7 +25,8 @@ from schemas import (
     parse_event,
 )
 from stream_app.eventlog import LogRecord, read_log
-from stream_app.kpis.formulas import BASE_COUNTS, KpiValue, derive_kpis, segment_kind, to_micros
+from stream_app.kpis.formulas import BASE_COUNTS, KpiValue, to_micros
+from stream_app.kpis.registry import derive_kpis, is_csat_satisfied, nps_category, segment_kind
 from stream_app.settings import Settings, WindowSpec
 
 logger = logging.getLogger(__name__)
@@ -301,15 +302,10 @@ def _survey(customer: _Customer, event: Survey, time_us: int, facts: Facts) -> N
     segments = [ALL_SEGMENT, region_segment(customer.region)]
     if event.survey_type == "nps":
         facts.add(segments, "nps_responses", time_us)
-        if event.score >= 9:
-            facts.add(segments, "promoters", time_us)
-        elif event.score >= 7:
-            facts.add(segments, "passives", time_us)
-        else:
-            facts.add(segments, "detractors", time_us)
+        facts.add(segments, nps_category(event.score), time_us)
     else:
         facts.add(segments, "csat_responses", time_us)
-        if event.score >= 4:
+        if is_csat_satisfied(event.score):
             facts.add(segments, "csat_satisfied", time_us)
 
 

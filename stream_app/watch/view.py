@@ -24,7 +24,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from schemas import CAMPAIGN_KPIS, MONEY_KPIS, SEGMENT_KPIS, SNAPSHOT_META, Alert
+from schemas import SNAPSHOT_META, Alert
+from stream_app.kpis.registry import KPI_BY_NAME, KPIS, names_for, segment_kind
 
 logger = logging.getLogger(__name__)
 
@@ -36,38 +37,23 @@ SAME: Final = "="
 
 Kind = Literal["count", "money", "percent", "score", "ratio"]
 
-# Fractions shown as percentages; NPS and CSAT are already on a 0-100 scale.
-PERCENT_KPIS: Final = frozenset(
-    {"churn_rate", "retention_rate", "repeat_purchase_rate", "conversion_rate"}
-)
-SCORE_KPIS: Final = frozenset({"nps", "csat"})
-RATIO_KPIS: Final = frozenset({"purchase_frequency", "roas"})
 # KPIs where a rise is bad news: their arrows are coloured the other way round.
-WORSE_WHEN_UP: Final = frozenset({"churned_customers", "churn_rate", "cac", "detractors"})
-# The first KPI of each group of rows in the table.
-_GROUP_STARTS: Final = frozenset({"orders", "clicks", "nps_responses"})
+WORSE_WHEN_UP: Final = frozenset(kpi.name for kpi in KPIS if not kpi.higher_is_better)
 _TIME_FIELDS: Final = frozenset({"window_start", "window_end", "watermark", "updated_at"})
 _DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _DEDUPE_MEMORY: Final = 1000
-_KNOWN_FIELDS: Final = frozenset(SNAPSHOT_META) | frozenset(SEGMENT_KPIS) | frozenset(CAMPAIGN_KPIS)
+_KNOWN_FIELDS: Final = frozenset(SNAPSHOT_META) | frozenset(KPI_BY_NAME)
 
 
 def kpi_kind(name: str) -> Kind:
     """How a KPI is shown: money strings, percentages, 0-100 scores, plain ratios or counts."""
-    if name in MONEY_KPIS:
-        return "money"
-    if name in PERCENT_KPIS:
-        return "percent"
-    if name in SCORE_KPIS:
-        return "score"
-    if name in RATIO_KPIS:
-        return "ratio"
-    return "count"
+    kpi = KPI_BY_NAME.get(name)
+    return "count" if kpi is None else kpi.display
 
 
 def kpis_of(segment: str) -> tuple[str, ...]:
     """The KPIs the contract publishes for ``segment``."""
-    return CAMPAIGN_KPIS if segment.startswith("campaign:") else SEGMENT_KPIS
+    return names_for(segment_kind(segment))
 
 
 def clean_value(name: str, value: Any) -> tuple[bool, Any]:
@@ -451,9 +437,11 @@ def render_table(state: WatchState, now: datetime) -> Table:
         table.add_column(window, justify="right", no_wrap=True)
     _meta_rows(table, state, now)
     table.add_section()
+    group = None
     for name in kpis_of(state.segment):
-        if name in _GROUP_STARTS:
+        if group is not None and KPI_BY_NAME[name].group != group:
             table.add_section()
+        group = KPI_BY_NAME[name].group
         table.add_row(name, *(_cell(name, state.views[w]) for w in state.windows))
     return table
 
