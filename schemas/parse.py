@@ -108,6 +108,13 @@ def parse_event(
             event: Event = DECODERS[event_type].decode(value)
         except (msgspec.DecodeError, ValueError, RecursionError):
             return explain(event_type, value, reporting_currency)
+        # msgspec skips ignored fields without checking their UTF-8; ASCII (nearly all
+        # messages) is valid UTF-8, so only other messages pay for the full check.
+        if not value.isascii():
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return Rejection(RejectReason.INVALID_ENCODING, "The message is not valid UTF-8.")
         # A depth over MAX_DEPTH needs 2 * MAX_DEPTH brackets: short messages skip the count.
         if len(value) > 2 * MAX_DEPTH and value.count(b"[") + value.count(b"{") > MAX_DEPTH:
             too_deep = _too_deep(value)

@@ -134,3 +134,10 @@ def test_unforeseen_exceptions_become_unexpected_error(monkeypatch: pytest.Monke
     assert result.reason is RejectReason.UNEXPECTED_ERROR
     assert "KeyError" in result.message
     assert result.message.endswith(".")
+
+
+def test_invalid_utf8_in_an_ignored_field() -> None:
+    value = VALID["signup"][:-1] + b', "note": "caf\xe9"}'
+    result = parse_event("signup", value)
+    assert isinstance(result, Rejection)
+    assert result.reason is RejectReason.INVALID_ENCODING
