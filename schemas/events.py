@@ -1,25 +1,25 @@
-"""The five input events of contract section 1, validated straight from JSON bytes."""
+"""The five input events of contract section 1, each declared once as a msgspec Struct.
+
+A field's type and ``msgspec.Meta`` carry what msgspec checks in C while decoding (types,
+lengths, bounds, aware timestamps); a ``Check`` beside it in the same ``Annotated`` carries
+the rule msgspec cannot express, run by ``__post_init__``. Money and regions are small
+custom types decoded by ``decode_hook`` (they must see the JSON text or ``null``). The
+parser (``schemas.parse``), the JSON Schemas (``schemas.jsonschema``) and ``kpi replay``
+all read these declarations; no rule is written twice.
+"""
 
 from __future__ import annotations
 
-import functools
 import re
-from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias, cast, get_args
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictInt,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-)
-from pydantic_core import PydanticCustomError
+import msgspec
+from msgspec import Meta
+from msgspec.structs import force_setattr
 
 EventType = Literal["signup", "purchase", "cancellation", "campaign_click", "survey"]
 
@@ -36,37 +36,211 @@ SCHEMA_VERSION: Final = 1
 UNKNOWN_REGION: Final = "unknown"
 MAX_AMOUNT: Final = 1_000_000_000
 
-# Error types of the rules that have their own rejection reason; the parser maps them 1:1.
+# Rules with a rejection reason of their own; schemas.parse maps them 1:1.
 UNKNOWN_SCHEMA_VERSION: Final = "unknown_schema_version"
 NAIVE_TIMESTAMP: Final = "naive_timestamp"
 WRONG_CURRENCY: Final = "wrong_currency"
 INVALID_FIELD: Final = "invalid_field"
 
-# Surrogates can only come from Python callers (the JSON parser rejects lone ones), but they
-# would break the UTF-8 encoding of Redis keys and Kafka message keys.
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_REGION = re.compile(r"[A-Za-z0-9_-]{2,8}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
-_DECIMAL_STRING = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_RFC3339 = re.compile(
-    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[Tt ]"
-    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]{1,9}))?"
-    r"(?:(?P<utc>[Zz])|(?P<sign>[+-])(?P<off_hour>[0-9]{2}):(?P<off_minute>[0-9]{2}))?"
-)
-_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_SCORE_RANGES: Final[dict[str, tuple[int, int]]] = {"nps": (0, 10), "csat": (1, 5)}
-
-# The same rules as JSON Schema patterns (ECMA-262), for producers in other languages.
-_NO_CONTROL_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
-_NO_SPACE_PATTERN = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
-_REGION_PATTERN = r"^[A-Za-z0-9_-]{2,8}$"
-_CURRENCY_PATTERN = r"^[A-Z]{3}$"
-_DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
-_RFC3339_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+# JSON Schema patterns (ECMA-262) for producers; the Python checks compile the same strings.
+ID_PATTERN: Final = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+CAMPAIGN_ID_PATTERN: Final = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
+REGION_PATTERN: Final = r"^[A-Za-z0-9_-]{2,8}$"
+CURRENCY_PATTERN: Final = r"^[A-Z]{3}$"
+DECIMAL_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+# msgspec's RFC 3339 parser takes any number of fraction digits (rounded to microseconds).
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
+_ID = re.compile(ID_PATTERN)
+_CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
+_REGION = re.compile(REGION_PATTERN)
+_CURRENCY = re.compile(CURRENCY_PATTERN)
+_DECIMAL = re.compile(DECIMAL_PATTERN)
+SCORE_RANGES: Final[dict[str, tuple[int, int]]] = {"nps": (0, 10), "csat": (1, 5)}
+
+
+class RuleError(ValueError):
+    """A broken rule: the rejection reason and a phrase that never quotes the input."""
+
+    def __init__(self, reason: str, phrase: str, field: str | None = None) -> None:
+        super().__init__(f"{field} {phrase}" if field else phrase)
+        self.reason = reason
+        self.phrase = phrase
+        self.field = field
+
+
+def _invalid(phrase: str) -> RuleError:
+    return RuleError(INVALID_FIELD, phrase)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A rule msgspec cannot express: returns the (normalised) value or raises RuleError."""
+
+    run: Callable[[Any], Any]
+
+
+def _no_surrogates(value: str) -> bool:
+    # Surrogates only come from Python callers (msgspec refuses lone ones in JSON) but would
+    # break the UTF-8 of Redis and Kafka keys.
+    return not any("\ud800" <= char <= "\udfff" for char in value)
+
+
+def check_id(value: str) -> str:
+    """Ids: ``isprintable`` passes nearly all at once; only the rest meet the exact pattern."""
+    if value.isprintable() or (_ID.fullmatch(value) and _no_surrogates(value)):
+        return value
+    raise _invalid("must not contain control characters")
+
+
+def check_campaign_id(value: str | None) -> str | None:
+    if value is None or (value.isprintable() and " " not in value):
+        return value
+    if _CAMPAIGN_ID.fullmatch(value) and _no_surrogates(value):
+        return value
+    raise _invalid("must not contain whitespace or control characters")
+
+
+def check_currency(value: str) -> str:
+    if _CURRENCY.fullmatch(value):
+        return value
+    raise _invalid("must be an ISO 4217 code of 3 upper-case letters")
+
+
+def check_occurred_at(value: datetime) -> datetime:
+    """Aware, in UTC; decoding already refused naive stamps, Python callers may not have."""
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    # Decoded stamps always have a fixed offset; only Python callers bring other tzinfos.
+    if zone is None or (type(zone) is not timezone and value.utcoffset() is None):
+        raise RuleError(NAIVE_TIMESTAMP, "has no UTC offset; add Z or +HH:MM")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise _invalid("is out of the representable range once converted to UTC") from None
+
+
+def check_reporting_currency(event: Purchase, reporting_currency: str) -> None:
+    """The reporting currency is a setting, so this rule runs in the parser, not on decode."""
+    if event.currency != reporting_currency:
+        raise RuleError(
+            WRONG_CURRENCY,
+            f"is {event.currency}, not the reporting currency {reporting_currency}",
+            "currency",
+        )
+
+
+class _Money(Decimal):
+    """A decimal number or decimal string (exact), within the bounds of the subclass."""
+
+    places: ClassVar[int]
+    minimum: ClassVar[Decimal]
+    exclusive: ClassVar[bool]
+
+    @classmethod
+    def decode(cls, value: object) -> _Money:
+        # JSON numbers arrive as exact Decimals (float_hook), never as floats.
+        if type(value) is str:
+            if not _DECIMAL.fullmatch(value):
+                raise _invalid("must be a decimal string like \"19.99\" (digits, optional '.')")
+        elif type(value) is not int and type(value) is not Decimal:
+            raise _invalid(f"must be a decimal number or decimal string, not {json_kind(value)}")
+        number = Decimal(value)
+        if not number.is_finite():
+            raise _invalid("must be a finite number")
+        low = cls.minimum
+        if number < low or (cls.exclusive and number == low) or number > MAX_AMOUNT:
+            bound = "greater than" if cls.exclusive else "at least"
+            raise _invalid(f"must be {bound} {low} and at most {MAX_AMOUNT}")
+        exponent = number.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < 0:
+            if exponent < -cls.places:
+                # "1.500000000": only the trailing zeros may go, keeping sums exact and short.
+                quantized = number.quantize(Decimal(1).scaleb(-cls.places))
+                if quantized != number:
+                    raise _invalid(f"must have at most {cls.places} decimal places")
+                number = quantized
+        elif exponent:
+            number = number.quantize(Decimal(1))  # 1E+3 from a JSON number reads 1000
+        if not number:
+            number = Decimal(0)  # a valid "-0" cost is 0, never printed "-0.00"
+        return cls(number)
+
+
+class Amount(_Money):
+    places = 4
+    minimum = Decimal(0)
+    exclusive = True
+
+
+class Cost(_Money):
+    places = 6
+    minimum = Decimal(0)
+    exclusive = False
+
+    @classmethod
+    def decode(cls, value: object) -> _Money:
+        return ZERO_COST if value is None else super().decode(value)
+
+
+ZERO_COST: Final = Cost(0)
+
+
+class Region(str):
+    """Region code, upper-cased; ``null`` is the region ``unknown``."""
+
+    __slots__ = ()
+
+    @classmethod
+    def decode(cls, value: object) -> Region:
+        if value is None:
+            return UNKNOWN
+        if type(value) is not str:
+            raise _invalid(f"must be a string, not {json_kind(value)}")
+        if not _REGION.fullmatch(value):
+            raise _invalid("must be 2 to 8 letters, digits, '_' or '-'")
+        return cls(value.upper())
+
+
+UNKNOWN: Final = Region(UNKNOWN_REGION)
+CUSTOM_TYPES: Final[dict[type, Callable[[object], object]]] = {
+    Amount: Amount.decode,
+    Cost: Cost.decode,
+    Region: Region.decode,
+}
+
+
+def decode_hook(kind: type, value: object) -> object:
+    """msgspec's ``dec_hook``: the custom types above from the JSON value."""
+    decode = CUSTOM_TYPES.get(kind)
+    if decode is None:
+        raise TypeError(f"no decoder for {kind.__name__}")
+    return decode(value)
+
+
+def exact_number(text: str) -> object:
+    """msgspec's ``float_hook``: a JSON number as an exact Decimal.
+
+    Exponents past Decimal's limits (``1E+1000000000000000000``) become ``OUT_OF_RANGE``,
+    which no field accepts: raising here would escape msgspec as a bare InvalidOperation.
+    """
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return OUT_OF_RANGE
+
+
+class _OutOfRange:
+    """A JSON number no Decimal can hold."""
+
+    def __repr__(self) -> str:
+        return "OUT_OF_RANGE"
+
+
+OUT_OF_RANGE: Final = _OutOfRange()
 
 
 def json_kind(value: object) -> str:
@@ -75,7 +249,7 @@ def json_kind(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, int | float | Decimal | _OutOfRange):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -86,319 +260,210 @@ def json_kind(value: object) -> str:
 
 def is_identifier(value: object) -> bool:
     """Whether ``value`` obeys the event_id / customer_id rule (for ids read from bad input)."""
-    return isinstance(value, str) and 1 <= len(value) <= 128 and not _CONTROL_CHARS.search(value)
-
-
-def _invalid(message: str, **context: Any) -> PydanticCustomError:
-    return PydanticCustomError(INVALID_FIELD, message, context or None)
-
-
-def _check_id(value: str) -> str:
-    if _CONTROL_CHARS.search(value):
-        raise _invalid("must not contain control characters")
-    return value
-
-
-def _check_campaign_id(value: str) -> str:
-    if _SPACE_OR_CONTROL.search(value):
-        raise _invalid("must not contain whitespace or control characters")
-    return value
-
-
-def _check_currency(value: str) -> str:
-    if not _CURRENCY.fullmatch(value):
-        raise _invalid("must be an ISO 4217 code of 3 upper-case letters")
-    return value
-
-
-def _check_schema_version(value: Any) -> int:
-    # 1 exactly: `true` and `1.0` compare equal to 1 in Python, so check the type too.
-    if type(value) is not int or value != SCHEMA_VERSION:
-        raise PydanticCustomError(
-            UNKNOWN_SCHEMA_VERSION,
-            "must be the integer {version} (the only version this processor reads)",
-            {"version": SCHEMA_VERSION},
-        )
-    return value
-
-
-def _parse_region(value: Any) -> Any:
-    if value is None:
-        return UNKNOWN_REGION
-    if not isinstance(value, str):
-        return value  # the str validator reports the type
-    if not _REGION.fullmatch(value):
-        raise _invalid("must be 2 to 8 letters, digits, '_' or '-'")
-    return value.upper()
-
-
-def _parse_decimal(value: Any) -> Any:
-    """Only decimal strings and numbers reach Decimal(): it would accept ' 1', '1_0', 'NaN'."""
-    if isinstance(value, bool):
-        raise _invalid("must be a decimal number or decimal string, not a boolean")
-    if isinstance(value, str) and not _DECIMAL_STRING.fullmatch(value):
-        raise _invalid("must be a decimal string like \"19.99\" (digits, optional '.' fraction)")
-    return value
-
-
-def _parse_optional_decimal(value: Any) -> Any:
-    return Decimal(0) if value is None else _parse_decimal(value)
-
-
-def _at_most_places(places: int) -> AfterValidator:
-    """Drop trailing zeros past ``places``: "1.500000000" would cost sums their exactness."""
-    quantum = Decimal(1).scaleb(-places)
-
-    def trim(value: Decimal) -> Decimal:
-        if not value:
-            return Decimal(0)  # also turns a valid "-0" cost into 0, never printed "-0.00"
-        exponent = value.as_tuple().exponent
-        return (
-            value.quantize(quantum) if isinstance(exponent, int) and exponent < -places else value
-        )
-
-    return AfterValidator(trim)
-
-
-def _to_utc(value: datetime) -> datetime:
+    if not (isinstance(value, str) and 1 <= len(value) <= 128):
+        return False
     try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise _invalid("is out of the representable range once converted to UTC") from None
-
-
-def _parse_rfc3339(value: Any) -> datetime:
-    """RFC 3339 with an offset only: Pydantic alone also takes naive, date-only and epoch input."""
-    if isinstance(value, datetime):  # built in Python rather than read from JSON
-        if value.utcoffset() is None:
-            raise PydanticCustomError(NAIVE_TIMESTAMP, "has no UTC offset")
-        return _to_utc(value)
-    if not isinstance(value, str):
-        raise _invalid("must be an RFC 3339 timestamp string, not {kind}", kind=json_kind(value))
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        if _DATE_ONLY.fullmatch(value):
-            raise _invalid("is a date without a time; send an RFC 3339 timestamp with an offset")
-        raise _invalid("is not an RFC 3339 timestamp such as 2026-11-02T09:15:00+09:00")
-    if match["utc"] is None and match["sign"] is None:
-        raise PydanticCustomError(NAIVE_TIMESTAMP, "has no UTC offset; add Z or +HH:MM")
-    off_minute = match["off_minute"]
-    if off_minute is None or off_minute < "60":
-        # The shape is checked: the C parser builds the value several times faster (it
-        # also truncates nanoseconds); what it refuses gets the precise error below.
-        try:
-            return _to_utc(datetime.fromisoformat(value))
-        except ValueError:
-            pass
-    try:
-        stamp = datetime(
-            int(match["year"]),
-            int(match["month"]),
-            int(match["day"]),
-            int(match["hour"]),
-            int(match["minute"]),
-            int(match["second"]),
-            # Python datetimes stop at microseconds: nanoseconds are truncated.
-            int((match["fraction"] or "0")[:6].ljust(6, "0")),
-            tzinfo=_offset(match["sign"], match["off_hour"], match["off_minute"]),
-        )
-    except ValueError:
-        raise _invalid("is not a valid date, time or UTC offset") from None
-    return _to_utc(stamp)
-
-
-@functools.lru_cache(maxsize=256)
-def _offset(sign: str | None, hours: str | None, minutes: str | None) -> timezone:
-    if sign is None or hours is None or minutes is None:
-        return UTC
-    if int(minutes) >= 60:
-        raise ValueError("offset minutes out of range")
-    delta = timedelta(hours=int(hours), minutes=int(minutes))
-    return timezone(-delta if sign == "-" else delta)
+        check_id(value)
+    except RuleError:
+        return False
+    return True
 
 
 Identifier = Annotated[
     str,
-    Field(min_length=1, max_length=128, json_schema_extra={"pattern": _NO_CONTROL_PATTERN}),
-    AfterValidator(_check_id),
+    Meta(min_length=1, max_length=128, extra_json_schema={"pattern": ID_PATTERN}),
+    Check(check_id),
 ]
 CampaignId = Annotated[
     str,
-    Field(min_length=1, max_length=128, json_schema_extra={"pattern": _NO_SPACE_PATTERN}),
-    AfterValidator(_check_campaign_id),
-]
-OccurredAt = Annotated[
-    datetime,
-    BeforeValidator(_parse_rfc3339),
-    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _RFC3339_PATTERN}),
+    Meta(min_length=1, max_length=128, extra_json_schema={"pattern": CAMPAIGN_ID_PATTERN}),
 ]
 
 
-def _decimal_json_schema(minimum: dict[str, int], places: int, *, nullable: bool) -> WithJsonSchema:
+def _money_schema(minimum: dict[str, int], places: int, *, nullable: bool) -> dict[str, Any]:
     forms: list[dict[str, Any]] = [
         {"type": "number", **minimum, "maximum": MAX_AMOUNT},
-        {"type": "string", "pattern": _DECIMAL_PATTERN},
+        {"type": "string", "pattern": DECIMAL_PATTERN},
     ]
     if nullable:
         forms.append({"type": "null"})
-    return WithJsonSchema(
-        {"anyOf": forms, "$comment": f"at most {places} decimal places; strings are exact"}
-    )
+    return {"anyOf": forms, "$comment": f"at most {places} decimal places; strings are exact"}
 
 
-Amount = Annotated[
-    Decimal,
-    BeforeValidator(_parse_decimal),
-    Field(gt=0, le=MAX_AMOUNT, decimal_places=4, allow_inf_nan=False),
-    _at_most_places(4),
-    _decimal_json_schema({"exclusiveMinimum": 0}, 4, nullable=False),
-]
-Cost = Annotated[
-    Decimal,
-    BeforeValidator(_parse_optional_decimal),
-    Field(ge=0, le=MAX_AMOUNT, decimal_places=6, allow_inf_nan=False),
-    _at_most_places(6),
-    _decimal_json_schema({"minimum": 0}, 6, nullable=True),
-]
-Region = Annotated[
-    str,
-    BeforeValidator(_parse_region),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": _REGION_PATTERN}, {"type": "null"}]}),
-]
-
-
-class BaseEvent(BaseModel):
+class BaseEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Fields every input event carries."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
-
     event_type: ClassVar[EventType]
+    # (field name, rule) of every Check in the declarations, in field order.
+    checks: ClassVar[tuple[tuple[str, Callable[[Any], Any]], ...]] = ()
 
-    event_id: Identifier = Field(
-        description="Unique id of the event (the dedupe key): 1 to 128 characters, no control "
-        "characters."
-    )
-    customer_id: Identifier = Field(
-        description="The customer: 1 to 128 characters, no control characters; the Kafka "
-        "message key must be this id as UTF-8."
-    )
-    occurred_at: OccurredAt = Field(
-        description="Event time, RFC 3339 with a UTC offset (Z or +HH:MM), e.g. "
-        "2026-11-02T09:15:00+09:00; a timestamp without offset is invalid. Read as UTC."
-    )
-    schema_version: Annotated[int, BeforeValidator(_check_schema_version)] = Field(
-        default=SCHEMA_VERSION,
-        description="Version of the event schema; optional, only 1 is accepted.",
-        json_schema_extra={"const": SCHEMA_VERSION},
-    )
+    event_id: Annotated[
+        Identifier,
+        Meta(
+            description="Unique id of the event (the dedupe key): 1 to 128 characters, no "
+            "control characters."
+        ),
+    ]
+    customer_id: Annotated[
+        Identifier,
+        Meta(
+            description="The customer: 1 to 128 characters, no control characters; the Kafka "
+            "message key must be this id as UTF-8."
+        ),
+    ]
+    occurred_at: Annotated[
+        datetime,
+        Meta(
+            tz=True,
+            description="Event time, RFC 3339 with a UTC offset (Z or +HH:MM), e.g. "
+            "2026-11-02T09:15:00+09:00; a timestamp without offset is invalid. Read as UTC.",
+            extra_json_schema={"pattern": RFC3339_PATTERN},
+        ),
+        Check(check_occurred_at),
+    ]
+    schema_version: Annotated[
+        Literal[1],
+        Meta(
+            description="Version of the event schema; optional, only 1 is accepted.",
+            extra_json_schema={"type": "integer", "const": SCHEMA_VERSION},
+        ),
+    ] = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # Replaced per event class by _compile_checks: the same rules, unrolled.
+        for name, check in self.checks:
+            value = getattr(self, name)
+            checked = check(value)
+            if checked is not value:
+                force_setattr(self, name, checked)
+        self.check_event()
+
+    def check_event(self) -> None:
+        """Rules across fields; each field's own rules have passed."""
 
 
-class Signup(BaseEvent):
+def _metadata(annotation: Any) -> list[Any]:
+    """Every ``Annotated`` extra of a field type, nested ones included."""
+    found: list[Any] = []
+    while hasattr(annotation, "__metadata__"):
+        found.extend(annotation.__metadata__)
+        annotation = get_args(annotation)[0]
+    return found
+
+
+class Signup(BaseEvent, frozen=True, kw_only=True, gc=False):
     """A customer signs up (topic suffix 'signups')."""
 
     event_type: ClassVar[EventType] = "signup"
 
-    region: Region = Field(
-        default=UNKNOWN_REGION,
-        description="Region code: 2 to 8 letters, digits, '_' or '-'; upper-cased. Absent or "
-        "null means the region 'unknown'.",
-    )
-    campaign_id: CampaignId | None = Field(
-        default=None,
-        description="The campaign that acquired the customer: 1 to 128 characters, no "
-        "whitespace or control characters.",
-    )
-    channel: str | None = Field(default=None, description="Acquisition channel, free text.")
+    region: Annotated[
+        Region,
+        Meta(
+            description="Region code: 2 to 8 letters, digits, '_' or '-'; upper-cased. Absent or "
+            "null means the region 'unknown'.",
+            extra_json_schema={
+                "anyOf": [{"type": "string", "pattern": REGION_PATTERN}, {"type": "null"}]
+            },
+        ),
+    ] = cast(Region, UNKNOWN_REGION)  # plain builtins, which the JSON Schema can show
+    campaign_id: Annotated[
+        CampaignId | None,
+        Meta(
+            description="The campaign that acquired the customer: 1 to 128 characters, no "
+            "whitespace or control characters."
+        ),
+        Check(check_campaign_id),
+    ] = None
+    channel: Annotated[str | None, Meta(description="Acquisition channel, free text.")] = None
 
 
-class Purchase(BaseEvent):
+class Purchase(BaseEvent, frozen=True, kw_only=True, gc=False):
     """A customer places an order (topic suffix 'purchases')."""
 
     event_type: ClassVar[EventType] = "purchase"
 
-    order_id: str = Field(min_length=1, max_length=128, description="The order, 1 to 128 chars.")
-    amount: Amount = Field(
-        description="Order amount, > 0 and <= 1000000000, at most 4 decimal places; a JSON "
-        'number or a decimal string such as "19.99" (exact).'
-    )
-    currency: Annotated[str, AfterValidator(_check_currency)] = Field(
-        description="ISO 4217 code (3 upper-case letters); must equal the processor's "
-        "reporting currency (default USD).",
-        json_schema_extra={"pattern": _CURRENCY_PATTERN},
-    )
-
-    @field_validator("currency")
-    @classmethod
-    def _reporting_currency(cls, value: str, info: ValidationInfo) -> str:
-        # The reporting currency is a setting, so it comes in the validation context.
-        context = info.context if isinstance(info.context, dict) else {}
-        expected = context.get("reporting_currency")
-        if expected is not None and value != expected:
-            raise PydanticCustomError(
-                WRONG_CURRENCY,
-                "is {currency}, not the reporting currency {expected}",
-                {"currency": value, "expected": expected},
-            )
-        return value
+    order_id: Annotated[
+        str, Meta(min_length=1, max_length=128, description="The order, 1 to 128 chars.")
+    ]
+    amount: Annotated[
+        Amount,
+        Meta(
+            description="Order amount, > 0 and <= 1000000000, at most 4 decimal places; a JSON "
+            'number or a decimal string such as "19.99" (exact).',
+            extra_json_schema=_money_schema({"exclusiveMinimum": 0}, 4, nullable=False),
+        ),
+    ]
+    currency: Annotated[
+        str,
+        Meta(
+            description="ISO 4217 code (3 upper-case letters); must equal the processor's "
+            "reporting currency (default USD).",
+            extra_json_schema={"pattern": CURRENCY_PATTERN},
+        ),
+        Check(check_currency),
+    ]
 
 
-class Cancellation(BaseEvent):
+class Cancellation(BaseEvent, frozen=True, kw_only=True, gc=False):
     """A customer cancels (topic suffix 'cancellations')."""
 
     event_type: ClassVar[EventType] = "cancellation"
 
-    reason: str | None = Field(default=None, description="Why the customer left, free text.")
+    reason: Annotated[str | None, Meta(description="Why the customer left, free text.")] = None
 
 
-class CampaignClick(BaseEvent):
+class CampaignClick(BaseEvent, frozen=True, kw_only=True, gc=False):
     """A customer clicks a campaign (topic suffix 'campaign-clicks')."""
 
     event_type: ClassVar[EventType] = "campaign_click"
 
-    campaign_id: CampaignId = Field(
-        description="The campaign: 1 to 128 characters, no whitespace or control characters."
-    )
-    cost: Cost = Field(
-        default=Decimal(0),
-        description="Cost of the click, >= 0 and <= 1000000000, at most 6 decimal places; a "
-        "JSON number or a decimal string. Absent or null means 0.",
-    )
+    campaign_id: Annotated[
+        CampaignId,
+        Meta(description="The campaign: 1 to 128 characters, no whitespace or control characters."),
+        Check(check_campaign_id),
+    ]
+    cost: Annotated[
+        Cost,
+        Meta(
+            description="Cost of the click, >= 0 and <= 1000000000, at most 6 decimal places; a "
+            "JSON number or a decimal string. Absent or null means 0.",
+            extra_json_schema=_money_schema({"minimum": 0}, 6, nullable=True),
+        ),
+    ] = cast(Cost, Decimal(0))
 
 
-class Survey(BaseEvent):
+class Survey(BaseEvent, frozen=True, kw_only=True, gc=False):
     """A customer answers an NPS or CSAT survey (topic suffix 'surveys')."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "if": {"properties": {"survey_type": {"const": "csat"}}},
-            "then": {"properties": {"score": {"minimum": 1, "maximum": 5}}},
-        }
-    )
-
     event_type: ClassVar[EventType] = "survey"
+    # The per-type ranges for producers; check_event below applies the same table.
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "if": {"properties": {"survey_type": {"const": "csat"}}},
+        "then": {
+            "properties": {
+                "score": {"minimum": SCORE_RANGES["csat"][0], "maximum": SCORE_RANGES["csat"][1]}
+            }
+        },
+    }
 
-    survey_type: Literal["nps", "csat"] = Field(description="Which survey: 'nps' or 'csat'.")
-    score: StrictInt = Field(
-        description="Integer score: 0 to 10 for nps, 1 to 5 for csat.",
-        json_schema_extra={"minimum": 0, "maximum": 10},
-    )
+    survey_type: Annotated[
+        Literal["nps", "csat"], Meta(description="Which survey: 'nps' or 'csat'.")
+    ]
+    score: Annotated[
+        int,
+        Meta(
+            ge=min(low for low, _ in SCORE_RANGES.values()),
+            le=max(high for _, high in SCORE_RANGES.values()),
+            description="Integer score: 0 to 10 for nps, 1 to 5 for csat.",
+        ),
+    ]
 
-    @field_validator("score")
-    @classmethod
-    def _score_in_range(cls, value: int, info: ValidationInfo) -> int:
-        survey_type = info.data.get("survey_type")
-        # Without a valid survey_type there is no range; that field's own error is reported.
-        if survey_type not in _SCORE_RANGES:
-            return value
-        low, high = _SCORE_RANGES[survey_type]
-        if not low <= value <= high:
-            raise _invalid(
-                "must be between {low} and {high} for {survey_type}",
-                low=low,
-                high=high,
-                survey_type=survey_type,
+    def check_event(self) -> None:
+        low, high = SCORE_RANGES[self.survey_type]
+        if not low <= self.score <= high:
+            raise RuleError(
+                INVALID_FIELD, f"must be between {low} and {high} for {self.survey_type}", "score"
             )
-        return value
 
 
 Event: TypeAlias = Signup | Purchase | Cancellation | CampaignClick | Survey
@@ -410,3 +475,45 @@ EVENT_MODELS: Final[dict[EventType, type[Event]]] = {
     "campaign_click": CampaignClick,
     "survey": Survey,
 }
+
+
+def _compile_checks(model: type[BaseEvent]) -> None:
+    """Read the Checks from ``model``'s declarations and unroll them into ``__post_init__``.
+
+    A loop over the checks cost 0.4 µs per event, as much as decoding it; generated
+    straight-line code (what dataclasses do for ``__init__``) costs a third of that.
+    """
+    model.checks = tuple(
+        (field.name, meta.run)
+        for field in msgspec.structs.fields(model)
+        for meta in _metadata(field.type)
+        if isinstance(meta, Check)
+    )
+    namespace: dict[str, Any] = {"set_": force_setattr}
+    lines = ["def __post_init__(self):"]
+    for index, (name, check) in enumerate(model.checks):
+        namespace[f"check_{index}"] = check
+        lines += [
+            f"    value = self.{name}",
+            f"    checked = check_{index}(value)",
+            f"    if checked is not value: set_(self, {name!r}, checked)",
+        ]
+    if model.check_event is not BaseEvent.check_event:
+        lines.append("    self.check_event()")
+    exec("\n".join(lines), namespace)  # source built from the field names above only
+    model.__post_init__ = namespace["__post_init__"]  # type: ignore[method-assign]
+
+
+for _model in EVENT_MODELS.values():
+    _compile_checks(_model)
+
+# One decoder per event: custom types through decode_hook, JSON numbers in them exact.
+DECODERS: Final[dict[EventType, msgspec.json.Decoder[Any]]] = {
+    name: msgspec.json.Decoder(model, dec_hook=decode_hook, float_hook=exact_number)
+    for name, model in EVENT_MODELS.items()
+}
+
+
+def field_names(model: type[Event]) -> tuple[str, ...]:
+    """The JSON field names of an event, in declaration order."""
+    return tuple(field.encode_name for field in msgspec.structs.fields(model))

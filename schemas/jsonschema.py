@@ -8,14 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import msgspec
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from schemas.alert import Alert
 from schemas.dead_letter import DeadLetter
-from schemas.events import CampaignClick, Cancellation, Purchase, Signup, Survey
+from schemas.events import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from schemas.kpi import CampaignSnapshot, SegmentSnapshot
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
 SUFFIX: Final = ".schema.json"
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
-# Inputs are described as producers may send them, outputs as consumers will read them.
-DOCUMENTS: Final[dict[str, tuple[type[BaseModel], JsonSchemaMode]]] = {
+# Inputs (msgspec Structs) are described as producers may send them, outputs (Pydantic
+# models) as consumers will read them.
+DOCUMENTS: Final[dict[str, tuple[type[BaseModel] | type[Event], JsonSchemaMode]]] = {
     "signup": (Signup, "validation"),
     "purchase": (Purchase, "validation"),
     "cancellation": (Cancellation, "validation"),
@@ -38,10 +40,23 @@ DOCUMENTS: Final[dict[str, tuple[type[BaseModel], JsonSchemaMode]]] = {
 }
 
 
-def render(model: type[BaseModel], mode: JsonSchemaMode) -> str:
+def render(model: type[BaseModel] | type[Event], mode: JsonSchemaMode) -> str:
     """The schema document of ``model``: pretty, sorted keys, trailing newline."""
-    schema = {"$schema": DIALECT, **model.model_json_schema(mode=mode)}
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        body = model.model_json_schema(mode=mode)
+    else:
+        body = _event_schema(model)
+    schema = {"$schema": DIALECT, **body}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def _event_schema(model: type[Event]) -> dict[str, Any]:
+    """msgspec's schema of an event Struct, inlined (it is a ``$ref`` into ``$defs``)."""
+    generated = msgspec.json.schema(model)
+    body: dict[str, Any] = generated["$defs"][model.__name__]
+    # Rules across fields have no msgspec.Meta; the Struct declares their schema beside them.
+    body.update(getattr(model, "json_schema_extra", {}))
+    return body
 
 
 def generate() -> dict[str, str]:

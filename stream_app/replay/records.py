@@ -15,6 +15,7 @@ from typing import IO, Any, Final, Literal
 import orjson
 
 from schemas import EVENT_MODELS, TOPIC_SUFFIXES, EventType
+from schemas.events import field_names
 from stream_app.eventlog import LogRecord
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ Format = Literal["jsonl", "csv"]
 EVENT_TYPES: Final[tuple[EventType, ...]] = tuple(TOPIC_SUFFIXES)
 # Every field some event type knows; --map and --set must name one of these.
 EVENT_FIELDS: Final[dict[EventType, tuple[str, ...]]] = {
-    event_type: tuple(model.model_fields) for event_type, model in EVENT_MODELS.items()
+    event_type: field_names(model) for event_type, model in EVENT_MODELS.items()
 }
 KNOWN_FIELDS: Final[frozenset[str]] = frozenset(
     name for fields in EVENT_FIELDS.values() for name in fields
