@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from setuptools import Extension, setup
+from setuptools import setup
 
 # One source for each hot loop: these files run compiled where they can, interpreted where not.
 COMPILED_MODULES = ["stream_app/customers/timeline.py"]
@@ -36,12 +36,4 @@ def compiled_extensions() -> list[Any]:
     return extensions
 
 
-# The intake fast path in C, until the intake reads the events' one declaration (msgspec).
-INTAKE_C = Extension(
-    "stream_app.customers._intake",
-    sources=["stream_app/customers/_intake.c"],
-    optional=True,
-    extra_compile_args=["-O2"],
-)
-
-setup(ext_modules=[INTAKE_C, *compiled_extensions()])
+setup(ext_modules=compiled_extensions())

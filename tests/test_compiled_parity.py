@@ -34,7 +34,7 @@ def _interpreted(module: ModuleType) -> ModuleType:
     return copy_of
 
 
-PLAIN = _interpreted(timeline)
+INTERPRETED = _interpreted(timeline)
 
 
 def _history(rng: random.Random, length: int, start_us: int) -> list[list[Any]]:
@@ -64,8 +64,8 @@ def _both(
     state: list[Any], events: list[list[Any]], attribution_us: int, sign: int, grain_us: int
 ) -> None:
     before = copy.deepcopy(state)
-    expected_facts, facts = PLAIN.Facts(), timeline.Facts()
-    expected = PLAIN.fold(state, events, attribution_us, expected_facts, sign, grain_us)
+    expected_facts, facts = INTERPRETED.Facts(), timeline.Facts()
+    expected = INTERPRETED.fold(state, events, attribution_us, expected_facts, sign, grain_us)
     got = timeline.fold(state, events, attribution_us, facts, sign, grain_us)
     assert got == expected
     assert dict(facts.points) == dict(expected_facts.points)
@@ -80,7 +80,7 @@ def _both(
 def test_the_install_compiled_the_fold_where_it_could() -> None:
     # The suite runs on an install with a compiler: a silent fallback would hide a slow worker.
     assert timeline.COMPILED
-    assert not PLAIN.COMPILED
+    assert not INTERPRETED.COMPILED
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -93,7 +93,7 @@ def test_random_histories_fold_alike(seed: int) -> None:
     # From the start, and from the state after a prefix (a click, purchases, an activity).
     cut = rng.randrange(len(events))
     _both(timeline.initial_state(), events, attribution_us, 1, grain_us)
-    middle = PLAIN.fold(PLAIN.initial_state(), events[:cut], attribution_us)
+    middle = INTERPRETED.fold(INTERPRETED.initial_state(), events[:cut], attribution_us)
     _both(middle, events[cut:], attribution_us, 1, grain_us)
     _both(middle, events[cut:], attribution_us, -1, grain_us)
 
@@ -104,8 +104,8 @@ def test_records_apply_late_events_alike(seed: int) -> None:
     events = _history(rng, 60, 1_790_000_000_000_000)
     arrival = events[:]
     rng.shuffle(arrival)
-    records = [module.CustomerRecord.new() for module in (PLAIN, timeline)]
-    sinks = [PLAIN.Facts(), timeline.Facts()]
+    records = [module.CustomerRecord.new() for module in (INTERPRETED, timeline)]
+    sinks = [INTERPRETED.Facts(), timeline.Facts()]
     for start in range(0, len(arrival), 7):
         for record, sink in zip(records, sinks, strict=True):
             record.apply([list(e) for e in arrival[start : start + 7]], MINUTE_US * 60, sink)
@@ -127,6 +127,6 @@ def test_records_apply_late_events_alike(seed: int) -> None:
 )
 def test_malformed_input_raises_in_both(state: list[Any], events: Any) -> None:
     # Only validated events reach the fold; a malformed one must still raise, not corrupt.
-    for module in (PLAIN, timeline):
+    for module in (INTERPRETED, timeline):
         with pytest.raises((TypeError, IndexError)):
             module.fold(state, events, 0, module.Facts())
