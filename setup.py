@@ -14,7 +14,12 @@ from typing import Any
 from setuptools import setup
 
 # One source for each hot loop: these files run compiled where they can, interpreted where not.
-COMPILED_MODULES = ["stream_app/customers/timeline.py"]
+COMPILED_MODULES = [
+    "stream_app/customers/timeline.py",
+    "stream_app/customers/partition.py",
+    "stream_app/kpis/windows.py",
+    "schemas/rules.py",
+]
 
 
 def compiled_extensions() -> list[Any]:
@@ -27,8 +32,12 @@ def compiled_extensions() -> list[Any]:
     # environment lacks): imports it cannot resolve are typed as Any, which mypyc accepts.
     options = ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent"]
     try:
-        extensions = mypycify([*options, *COMPILED_MODULES], opt_level="3")
-    except Exception:  # a type error mypyc refuses: build interpreted rather than not at all
+        # One shared library inside the package (the default name is a hash at top level,
+        # which an editable install cannot import).
+        extensions = mypycify(
+            [*options, *COMPILED_MODULES], opt_level="3", group_name="stream_app._native"
+        )
+    except (Exception, SystemExit):  # mypyc refused (it exits): build interpreted instead
         logging.exception("mypyc could not compile %s; they will run interpreted", COMPILED_MODULES)
         return []
     for extension in extensions:

@@ -5,7 +5,6 @@ from schemas.dead_letter import DeadLetter
 from schemas.events import (
     EVENT_MODELS,
     TOPIC_SUFFIXES,
-    UNKNOWN_REGION,
     BaseEvent,
     CampaignClick,
     Cancellation,
@@ -25,6 +24,7 @@ from schemas.kpi import (
     format_money,
 )
 from schemas.parse import DEFAULT_MAX_BYTES, Rejection, RejectReason, parse_event
+from schemas.rules import UNKNOWN_REGION
 from schemas.timestamps import UtcDatetime
 
 __all__ = [

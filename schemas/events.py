@@ -10,16 +10,35 @@ all read these declarations; no rule is written twice.
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias, cast, get_args
 
 import msgspec
 from msgspec import Meta
 from msgspec.structs import force_setattr
+
+from schemas import rules
+from schemas.rules import (
+    CAMPAIGN_ID_PATTERN,
+    CURRENCY_PATTERN,
+    DECIMAL_PATTERN,
+    ID_PATTERN,
+    INVALID_FIELD,
+    MAX_AMOUNT,
+    REGION_PATTERN,
+    UNKNOWN_REGION,
+    RuleError,
+    check_campaign_id,
+    check_currency,
+    check_id,
+    check_occurred_at,
+    decode_hook,
+    exact_number,
+)
 
 EventType = Literal["signup", "purchase", "cancellation", "campaign_click", "survey"]
 
@@ -33,46 +52,12 @@ TOPIC_SUFFIXES: Final[dict[EventType, str]] = {
 }
 
 SCHEMA_VERSION: Final = 1
-UNKNOWN_REGION: Final = "unknown"
-MAX_AMOUNT: Final = 1_000_000_000
-
-# Rules with a rejection reason of their own; schemas.parse maps them 1:1.
-UNKNOWN_SCHEMA_VERSION: Final = "unknown_schema_version"
-NAIVE_TIMESTAMP: Final = "naive_timestamp"
-WRONG_CURRENCY: Final = "wrong_currency"
-INVALID_FIELD: Final = "invalid_field"
-
-# JSON Schema patterns (ECMA-262) for producers; the Python checks compile the same strings.
-ID_PATTERN: Final = r"^[^\u0000-\u001f\u007f-\u009f]*$"
-CAMPAIGN_ID_PATTERN: Final = r"^[^\s\u0000-\u001f\u007f-\u009f]+$"
-REGION_PATTERN: Final = r"^[A-Za-z0-9_-]{2,8}$"
-CURRENCY_PATTERN: Final = r"^[A-Z]{3}$"
-DECIMAL_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+SCORE_RANGES: Final[dict[str, tuple[int, int]]] = {"nps": (0, 10), "csat": (1, 5)}
 # msgspec's RFC 3339 parser takes any number of fraction digits (rounded to microseconds).
 RFC3339_PATTERN: Final = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-_ID = re.compile(ID_PATTERN)
-_CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
-_REGION = re.compile(REGION_PATTERN)
-_CURRENCY = re.compile(CURRENCY_PATTERN)
-_DECIMAL = re.compile(DECIMAL_PATTERN)
-SCORE_RANGES: Final[dict[str, tuple[int, int]]] = {"nps": (0, 10), "csat": (1, 5)}
-
-
-class RuleError(ValueError):
-    """A broken rule: the rejection reason and a phrase that never quotes the input."""
-
-    def __init__(self, reason: str, phrase: str, field: str | None = None) -> None:
-        super().__init__(f"{field} {phrase}" if field else phrase)
-        self.reason = reason
-        self.phrase = phrase
-        self.field = field
-
-
-def _invalid(phrase: str) -> RuleError:
-    return RuleError(INVALID_FIELD, phrase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,191 +67,38 @@ class Check:
     run: Callable[[Any], Any]
 
 
-def _no_surrogates(value: str) -> bool:
-    # Surrogates only come from Python callers (msgspec refuses lone ones in JSON) but would
-    # break the UTF-8 of Redis and Kafka keys.
-    return not any("\ud800" <= char <= "\udfff" for char in value)
-
-
-def check_id(value: str) -> str:
-    """Ids: ``isprintable`` passes nearly all at once; only the rest meet the exact pattern."""
-    if value.isprintable() or (_ID.fullmatch(value) and _no_surrogates(value)):
-        return value
-    raise _invalid("must not contain control characters")
-
-
-def check_campaign_id(value: str | None) -> str | None:
-    if value is None or (value.isprintable() and " " not in value):
-        return value
-    if _CAMPAIGN_ID.fullmatch(value) and _no_surrogates(value):
-        return value
-    raise _invalid("must not contain whitespace or control characters")
-
-
-def check_currency(value: str) -> str:
-    if _CURRENCY.fullmatch(value):
-        return value
-    raise _invalid("must be an ISO 4217 code of 3 upper-case letters")
-
-
-def check_occurred_at(value: datetime) -> datetime:
-    """Aware, in UTC; decoding already refused naive stamps, Python callers may not have."""
-    zone = value.tzinfo
-    if zone is UTC:
-        return value
-    # Decoded stamps always have a fixed offset; only Python callers bring other tzinfos.
-    if zone is None or (type(zone) is not timezone and value.utcoffset() is None):
-        raise RuleError(NAIVE_TIMESTAMP, "has no UTC offset; add Z or +HH:MM")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise _invalid("is out of the representable range once converted to UTC") from None
-
-
 def check_reporting_currency(event: Purchase, reporting_currency: str) -> None:
     """The reporting currency is a setting, so this rule runs in the parser, not on decode."""
-    if event.currency != reporting_currency:
-        raise RuleError(
-            WRONG_CURRENCY,
-            f"is {event.currency}, not the reporting currency {reporting_currency}",
-            "currency",
-        )
+    rules.check_reporting_currency(event.currency, reporting_currency)
 
 
-class _Money(Decimal):
-    """A decimal number or decimal string (exact), within the bounds of the subclass."""
-
-    places: ClassVar[int]
-    minimum: ClassVar[Decimal]
-    exclusive: ClassVar[bool]
-
-    @classmethod
-    def decode(cls, value: object) -> _Money:
-        # JSON numbers arrive as exact Decimals (float_hook), never as floats.
-        if type(value) is str:
-            if not _DECIMAL.fullmatch(value):
-                raise _invalid("must be a decimal string like \"19.99\" (digits, optional '.')")
-        elif type(value) is not int and type(value) is not Decimal:
-            raise _invalid(f"must be a decimal number or decimal string, not {json_kind(value)}")
-        number = Decimal(value)
-        if not number.is_finite():
-            raise _invalid("must be a finite number")
-        low = cls.minimum
-        if number < low or (cls.exclusive and number == low) or number > MAX_AMOUNT:
-            bound = "greater than" if cls.exclusive else "at least"
-            raise _invalid(f"must be {bound} {low} and at most {MAX_AMOUNT}")
-        exponent = number.as_tuple().exponent
-        if isinstance(exponent, int) and exponent < 0:
-            if exponent < -cls.places:
-                # "1.500000000": only the trailing zeros may go, keeping sums exact and short.
-                quantized = number.quantize(Decimal(1).scaleb(-cls.places))
-                if quantized != number:
-                    raise _invalid(f"must have at most {cls.places} decimal places")
-                number = quantized
-        elif exponent:
-            number = number.quantize(Decimal(1))  # 1E+3 from a JSON number reads 1000
-        if not number:
-            number = Decimal(0)  # a valid "-0" cost is 0, never printed "-0.00"
-        return cls(number)
-
-
-class Amount(_Money):
-    places = 4
-    minimum = Decimal(0)
-    exclusive = True
-
-
-class Cost(_Money):
-    places = 6
-    minimum = Decimal(0)
-    exclusive = False
-
-    @classmethod
-    def decode(cls, value: object) -> _Money:
-        return ZERO_COST if value is None else super().decode(value)
-
-
-ZERO_COST: Final = Cost(0)
-
-
-class Region(str):
-    """Region code, upper-cased; ``null`` is the region ``unknown``."""
+class Amount(Decimal):
+    """An order amount: > 0, at most 4 decimal places (``rules.money``)."""
 
     __slots__ = ()
 
-    @classmethod
-    def decode(cls, value: object) -> Region:
-        if value is None:
-            return UNKNOWN
-        if type(value) is not str:
-            raise _invalid(f"must be a string, not {json_kind(value)}")
-        if not _REGION.fullmatch(value):
-            raise _invalid("must be 2 to 8 letters, digits, '_' or '-'")
-        return cls(value.upper())
+
+class Cost(Decimal):
+    """A click's cost: >= 0, at most 6 decimal places; ``null`` is 0 (``rules.money``)."""
+
+    __slots__ = ()
 
 
+class Region(str):
+    """Region code, upper-cased; ``null`` is the region ``unknown`` (``rules.region``)."""
+
+    __slots__ = ()
+
+
+ZERO_COST: Final = Cost(0)
 UNKNOWN: Final = Region(UNKNOWN_REGION)
-CUSTOM_TYPES: Final[dict[type, Callable[[object], object]]] = {
-    Amount: Amount.decode,
-    Cost: Cost.decode,
-    Region: Region.decode,
-}
-
-
-def decode_hook(kind: type, value: object) -> object:
-    """msgspec's ``dec_hook``: the custom types above from the JSON value."""
-    decode = CUSTOM_TYPES.get(kind)
-    if decode is None:
-        raise TypeError(f"no decoder for {kind.__name__}")
-    return decode(value)
-
-
-def exact_number(text: str) -> object:
-    """msgspec's ``float_hook``: a JSON number as an exact Decimal.
-
-    Exponents past Decimal's limits (``1E+1000000000000000000``) become ``OUT_OF_RANGE``,
-    which no field accepts: raising here would escape msgspec as a bare InvalidOperation.
-    """
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        return OUT_OF_RANGE
-
-
-class _OutOfRange:
-    """A JSON number no Decimal can hold."""
-
-    def __repr__(self) -> str:
-        return "OUT_OF_RANGE"
-
-
-OUT_OF_RANGE: Final = _OutOfRange()
-
-
-def json_kind(value: object) -> str:
-    """The JSON type of a parsed value, for messages that must not echo the value itself."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float | Decimal | _OutOfRange):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return "an object"
-
-
-def is_identifier(value: object) -> bool:
-    """Whether ``value`` obeys the event_id / customer_id rule (for ids read from bad input)."""
-    if not (isinstance(value, str) and 1 <= len(value) <= 128):
-        return False
-    try:
-        check_id(value)
-    except RuleError:
-        return False
-    return True
+rules.DECODE_HOOKS.update(
+    {
+        Amount: functools.partial(rules.money, Amount, places=4, exclusive=True),
+        Cost: functools.partial(rules.money, Cost, places=6, exclusive=False, null=ZERO_COST),
+        Region: functools.partial(rules.region, Region, unknown=UNKNOWN),
+    }
+)
 
 
 Identifier = Annotated[

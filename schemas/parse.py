@@ -18,15 +18,17 @@ import msgspec
 from schemas.events import (
     DECODERS,
     EVENT_MODELS,
+    Event,
+    EventType,
+    Purchase,
+    check_reporting_currency,
+)
+from schemas.rules import (
     INVALID_FIELD,
     NAIVE_TIMESTAMP,
     UNKNOWN_SCHEMA_VERSION,
     WRONG_CURRENCY,
-    Event,
-    EventType,
-    Purchase,
     RuleError,
-    check_reporting_currency,
     decode_hook,
     exact_number,
     is_identifier,

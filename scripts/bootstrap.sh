@@ -22,7 +22,7 @@ fi
 stamp=.venv/.installed
 # The sources the install compiles too (setup.py names them): a stale extension module
 # would shadow its edited .py file.
-compiled="$(grep -oE 'stream_app/[A-Za-z0-9_/]+\.(py|c)' setup.py | sort -u)"
+compiled="$(grep -oE '(stream_app|schemas)/[A-Za-z0-9_/]+\.(py|c)' setup.py | sort -u)"
 # shellcheck disable=SC2086
 want="$(cat pyproject.toml setup.py $compiled | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -30,6 +30,8 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
 fi
 
 echo "bootstrap: installing into .venv with $("$PYTHON" --version)"
+# Extension modules of an earlier build would shadow sources that are no longer compiled.
+find stream_app schemas -name '*.so' -delete
 "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import random
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -21,11 +22,12 @@ MINUTE_US = 60_000_000
 GRAINS = [1, MINUTE_US, 60 * MINUTE_US, 86_400_000_000]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def _interpreted(module: ModuleType) -> ModuleType:
     """The source of ``module`` loaded as plain Python, beside the (maybe compiled) original."""
-    source = module.__file__
-    assert source is not None
-    path = source.rsplit("/", 1)[0] + "/" + module.__name__.rsplit(".", 1)[1] + ".py"
+    path = str(ROOT / (module.__name__.replace(".", "/") + ".py"))
     loader = importlib.machinery.SourceFileLoader(module.__name__ + "_interpreted", path)
     spec = importlib.util.spec_from_loader(loader.name, loader)
     assert spec is not None

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
-from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX, to_micros
+from schemas.rules import micros
+from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -61,10 +62,10 @@ def to_us(moment: datetime) -> int:
 def stored(event: Event) -> StoredEvent:
     """The compact, JSON-friendly form of a parsed event."""
     t = to_us(event.occurred_at)
-    if isinstance(event, Purchase):
-        return [t, PURCHASE, event.event_id, to_micros(event.amount)]
     if isinstance(event, CampaignClick):
-        return [t, CLICK, event.event_id, event.campaign_id, to_micros(event.cost)]
+        return [t, CLICK, event.event_id, event.campaign_id, micros(event.cost)]
+    if isinstance(event, Purchase):
+        return [t, PURCHASE, event.event_id, micros(event.amount)]
     if isinstance(event, Signup):
         return [t, SIGNUP, event.event_id, event.region, event.campaign_id]
     if isinstance(event, Survey):
