@@ -12,7 +12,10 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
+
+from msgspec import Struct
+from msgspec.structs import force_setattr
 
 UNKNOWN_REGION: Final = "unknown"
 MAX_AMOUNT: Final = 1_000_000_000
@@ -236,3 +239,12 @@ def decode_hook(kind: type, value: object) -> object:
     if decode is None:
         raise TypeError(f"no decoder for {kind.__name__}")
     return decode(value)
+
+
+def run_checks(event: Struct, checks: tuple[tuple[str, Callable[[Any], Any]], ...]) -> None:
+    """Apply each (field name, rule) to a decoded event; a rule may normalise its value."""
+    for name, check in checks:
+        value = getattr(event, name)
+        checked = check(value)
+        if checked is not value:
+            force_setattr(event, name, checked)

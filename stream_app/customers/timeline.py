@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any, Final, cast
 
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from schemas.rules import micros
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 # Stored event ranks: the order of events at one instant (contract section 2).
 SIGNUP: Final = 0
@@ -55,22 +54,37 @@ State = list[Any]
 
 
 def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (no float on the way)."""
-    return (moment - EPOCH) // _MICROSECOND
+    """Microseconds since the epoch, exactly (no float on the way).
+
+    From the difference's parts: dividing it by a microsecond takes three times as long.
+    """
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def stored(event: Event) -> StoredEvent:
     """The compact, JSON-friendly form of a parsed event."""
     t = to_us(event.occurred_at)
-    if isinstance(event, CampaignClick):
-        return [t, CLICK, event.event_id, event.campaign_id, micros(event.cost)]
-    if isinstance(event, Purchase):
-        return [t, PURCHASE, event.event_id, micros(event.amount)]
-    if isinstance(event, Signup):
-        return [t, SIGNUP, event.event_id, event.region, event.campaign_id]
-    if isinstance(event, Survey):
-        return [t, SURVEY, event.event_id, "n" if event.survey_type == "nps" else "c", event.score]
-    if isinstance(event, Cancellation):
+    # Exact types, commonest first: the events are final msgspec Structs.
+    kind = type(event)
+    if kind is CampaignClick:
+        click = cast(CampaignClick, event)
+        return [t, CLICK, event.event_id, click.campaign_id, micros(click.cost)]
+    if kind is Purchase:
+        return [t, PURCHASE, event.event_id, micros(cast(Purchase, event).amount)]
+    if kind is Signup:
+        signup = cast(Signup, event)
+        return [t, SIGNUP, event.event_id, signup.region, signup.campaign_id]
+    if kind is Survey:
+        survey = cast(Survey, event)
+        return [
+            t,
+            SURVEY,
+            event.event_id,
+            "n" if survey.survey_type == "nps" else "c",
+            survey.score,
+        ]
+    if kind is Cancellation:
         return [t, CANCELLATION, event.event_id]
     raise TypeError(f"not an event: {type(event).__name__}")
 
