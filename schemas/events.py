@@ -74,13 +74,16 @@ def check_reporting_currency(event: Purchase, reporting_currency: str) -> None:
 class Amount(Decimal):
     """An order amount: > 0, at most 4 decimal places (``rules.money``)."""
 
-    __slots__ = ()
+    # Exact micro-units, set by rules.money as it reads the amount (rules.micros reads it).
+    __slots__ = ("micros",)
+    micros: int
 
 
 class Cost(Decimal):
     """A click's cost: >= 0, at most 6 decimal places; ``null`` is 0 (``rules.money``)."""
 
-    __slots__ = ()
+    __slots__ = ("micros",)
+    micros: int
 
 
 class Region(str):
@@ -90,6 +93,7 @@ class Region(str):
 
 
 ZERO_COST: Final = Cost(0)
+ZERO_COST.micros = 0
 UNKNOWN: Final = Region(UNKNOWN_REGION)
 rules.DECODE_HOOKS.update(
     {

@@ -15,7 +15,6 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import add
 from typing import Any
 
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX
@@ -87,6 +86,18 @@ def fact_grain_us(specs: Iterable[Spec]) -> int:
     return math.gcd(*(spec.step_us for spec in specs))
 
 
+def add_into(total: list[int], delta: list[int], sign: int = 1) -> None:
+    """``total += sign * delta``, element-wise and in place.
+
+    A fact's vector has a few nonzero counts of eighteen: compiled (mypyc), skipping the
+    zeros costs a fraction of adding every element through ``map``.
+    """
+    for index in range(len(delta)):
+        value = delta[index]
+        if value:
+            total[index] += value if sign == 1 else -value
+
+
 def coarsen(facts: dict[Fact, int], step_us: int) -> dict[Fact, int]:
     """Span facts (all kinds but "pt") with every time floored to ``step_us``, zero sums dropped.
 
@@ -130,7 +141,7 @@ def coarsen_points(
         if total is None:
             merged[key] = list(vector)
         else:
-            total[:] = map(add, total, vector)
+            add_into(total, vector)
     return merged
 
 
@@ -232,7 +243,7 @@ class DiffArray:
             if vector is None:
                 vector = self._insert(k)
             # In place: the prefix cache may hold this very list.
-            vector[:] = map(add, vector, delta)
+            add_into(vector, delta)
         self._changed_from(min(changes))
 
     def set_entry(self, k: int, vector: list[int]) -> None:
