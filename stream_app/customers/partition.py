@@ -21,6 +21,7 @@ from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
 from schemas.parse import unexpected_rejection
 from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
+from stream_app.customers.intake import fast_stored
 from stream_app.customers.timeline import (
     CANCELLATION,
     CLICK,
@@ -264,13 +265,21 @@ class PartitionState:
                     continue
                 next_offset = offset + 1
                 try:
-                    parsed = parse_event(
-                        event_type, message.value, message.key, reporting_currency=currency
+                    fast = (
+                        None
+                        if fast_stored is None
+                        else fast_stored(event_type, message.value, message.key, currency)
                     )
-                    if isinstance(parsed, Rejection):
-                        result.dead_letters.append(self._dead_letter(message, parsed))
-                        continue
-                    customer, event = parsed.customer_id, stored(parsed)
+                    if fast is None:
+                        parsed = parse_event(
+                            event_type, message.value, message.key, reporting_currency=currency
+                        )
+                        if isinstance(parsed, Rejection):
+                            result.dead_letters.append(self._dead_letter(message, parsed))
+                            continue
+                        customer, event = parsed.customer_id, stored(parsed)
+                    else:
+                        customer, event = fast
                 except Exception as exc:  # one message never stops a worker
                     rejection = unexpected_rejection(exc)
                     result.dead_letters.append(self._dead_letter(message, rejection))
