@@ -18,6 +18,7 @@ COMPILED_MODULES = [
     "stream_app/customers/timeline.py",
     "stream_app/customers/partition.py",
     "stream_app/kpis/windows.py",
+    "stream_app/kpis/formulas.py",
     "schemas/rules.py",
 ]
 
