@@ -1,9 +1,9 @@
-"""Build hook: compile the customer stage's pure core with mypyc where a C compiler exists.
+"""Build hook: compile typed Python hot spots with mypyc where a C compiler exists.
 
 The modules in ``COMPILED_MODULES`` are ordinary typed Python. mypyc turns them into
-extension modules at install time (about three times faster on the fold); where the build
-cannot compile them (no compiler, no mypyc), the install goes on and the same files run
-interpreted, with the same results. Everything else about the package is in pyproject.toml.
+extension modules at install time; where the build cannot compile them (no compiler, no
+mypyc), the install goes on and the same files run interpreted, with the same results
+(tests/test_compiled_parity.py runs both). Everything else is in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from setuptools import Extension, setup
 
 # One source for each hot loop: these files run compiled where they can, interpreted where not.
 COMPILED_MODULES = [
-    "stream_app/customers/timeline.py",
-    "stream_app/customers/partition.py",
     "stream_app/kpis/windows.py",
     "stream_app/kpis/formulas.py",
     "schemas/rules.py",
@@ -46,12 +44,16 @@ def compiled_extensions() -> list[Any]:
     return extensions
 
 
-# The intake's byte reader in C, until the declared path (schemas/events.py) matches its speed.
-INTAKE_C = Extension(
-    "stream_app.customers._intake",
-    sources=["stream_app/customers/_intake.c"],
-    optional=True,
-    extra_compile_args=["-O2"],
-)
+# The intake fast path and the customer fold in C, until the same typed Python compiled
+# matches them (docs/benchmarks.md); each has a Python twin that runs where they are not built.
+C_EXTENSIONS = [
+    Extension(
+        f"stream_app.customers.{name}",
+        sources=[f"stream_app/customers/{name}.c"],
+        optional=True,
+        extra_compile_args=["-O2"],
+    )
+    for name in ("_intake", "_fold")
+]
 
-setup(ext_modules=[INTAKE_C, *compiled_extensions()])
+setup(ext_modules=[*C_EXTENSIONS, *compiled_extensions()])

@@ -24,7 +24,7 @@ stamp=.venv/.installed
 # would shadow its edited .py file.
 compiled="$(grep -oE '(stream_app|schemas)/[A-Za-z0-9_/]+\.(py|c)' setup.py | sort -u)"
 # shellcheck disable=SC2086
-want="$(cat pyproject.toml setup.py $compiled | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml setup.py $compiled stream_app/customers/*.c | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

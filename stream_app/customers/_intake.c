@@ -1,15 +1,18 @@
 /* The intake fast path compiled: JSON bytes of the plain message shape to a stored event.
 
-   The events are declared once, in schemas/events.py (msgspec), and parsed by
-   ``schemas.parse_event``; this file is the one remaining hand-written reader of input
-   bytes, kept only for speed until the declared path matches it (docs/benchmarks.md). It
-   answers ``(customer_id, stored event)`` exactly as ``parse_event`` followed by
-   ``timeline.stored`` would, or None for anything it does not recognise, which then takes
-   that path (so every rejection and its reason come from the declaration). It reads an
-   object of at most one of each known key, whose values are strings of printable ASCII
-   without escapes, unsigned integers or null; anything else (an escape, a non-ASCII byte,
-   a float, a nested value, a duplicate key) answers None. tests/test_intake_compiled.py
-   checks it against the declared path on mutated messages, edge timestamps and traffic. */
+   A C twin of ``fast_stored_python`` in intake.py, which stays the reference: same
+   signature, same result, or None for anything it does not recognise (which then takes full
+   validation). It reads the message itself instead of building a dict: an object of at
+   most one of each known key, whose values are strings of printable ASCII without escapes,
+   unsigned integers or null. Anything else (an escape, a non-ASCII byte, a float, a nested
+   value, a duplicate key) answers None. So it accepts a subset of what the Python fast path
+   accepts, and tests/test_intake_compiled.py checks that it gives the same answer wherever
+   it gives one.
+
+   ``offer_run`` and ``drain_run`` are the per-event loops of ``PartitionState.offer_runs``
+   and ``drain`` around it, which stop before any message or entry that needs the Python
+   code (full validation, a dead letter, another topic); tests/test_offer_compiled.py runs
+   a partition both ways and compares. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -63,6 +66,7 @@ typedef struct {
 } Value;
 
 static PyObject *str_unknown, *str_n, *str_c;
+static PyObject *s_topic, *s_offset, *s_value, *s_key, *s_ids;
 static PyObject *type_names[5];
 
 static inline const char *skip_ws(const char *p, const char *end) {
@@ -174,8 +178,7 @@ static int month_days(int y, int m) {
 }
 
 /* Microseconds since the epoch of ``YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)``, years
-   1900-2099 (others take the declared path, where a UTC conversion may overflow); 0 if not
-   such a time. */
+   1900-2099 (as intake.py's _TIMESTAMP and datetime.fromisoformat); 0 if not such a time. */
 static int timestamp_us(const char *s, Py_ssize_t n, long long *out) {
     if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
         return 0;
@@ -216,7 +219,7 @@ static int timestamp_us(const char *s, Py_ssize_t n, long long *out) {
     return 1;
 }
 
-/* Micro-units of a plain decimal amount with at most ``places`` decimals; -1 if not. */
+/* Micro-units of an amount (intake.py's _micros); -1 if not a plain one. */
 static long long micros(const Value *value, int places) {
     if (value->kind == V_INT) return value->number <= MAX_AMOUNT ? value->number * 1000000LL : -1;
     if (value->kind != V_STR) return -1;
@@ -472,10 +475,218 @@ static PyObject *fast_stored(PyObject *module, PyObject *const *args, Py_ssize_t
     return stored_event(type, args[1], args[2], args[3], max_bytes);
 }
 
+/* ``PartitionState.offer_runs``'s loop for the messages of one topic, from ``start`` on:
+   offsets already offered are skipped; events of the plain shape that are neither too late
+   nor duplicates are appended to the buffer as (t_us, seq, (customer, event id), event,
+   message). It stops at the first message it cannot take alone (another topic, a message
+   for full validation, one too late: the caller handles that one) and returns
+   (index, next offset, head, seq, duplicates). */
+static PyObject *offer_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError,
+                        "offer_run(messages, start, topic, event_type, reporting_currency, "
+                        "next_offset, head, lateness_us, customers, buffered_ids, buffer, seq)");
+        return NULL;
+    }
+    PyObject *messages = args[0], *topic = args[2], *currency = args[4], *head_arg = args[6];
+    PyObject *customers = args[8], *buffered_ids = args[9], *buffer = args[10];
+    if (!PyList_Check(messages) || !PyUnicode_Check(topic) || !PyUnicode_Check(currency) ||
+        !PyDict_Check(customers) || !PySet_Check(buffered_ids) || !PyList_Check(buffer)) {
+        PyErr_SetString(PyExc_TypeError, "offer_run: an argument of the wrong type");
+        return NULL;
+    }
+    int type = type_index(args[3]);
+    if (type < 0) return NULL;
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    long long next_offset = PyLong_AsLongLong(args[5]);
+    long long lateness_us = PyLong_AsLongLong(args[7]);
+    long long seq = PyLong_AsLongLong(args[11]);
+    int has_head = head_arg != Py_None;
+    long long head = has_head ? PyLong_AsLongLong(head_arg) : 0;
+    if (PyErr_Occurred()) return NULL;
+    long long duplicates = 0;
+    Py_ssize_t count = PyList_GET_SIZE(messages);
+    for (; index < count; index++) {
+        PyObject *message = PyList_GET_ITEM(messages, index);
+        PyObject *message_topic = PyObject_GetAttr(message, s_topic);
+        if (message_topic == NULL) return NULL;
+        int same = message_topic == topic || PyUnicode_Compare(message_topic, topic) == 0;
+        Py_DECREF(message_topic);
+        if (PyErr_Occurred()) return NULL;
+        if (!same) break;
+        PyObject *offset_obj = PyObject_GetAttr(message, s_offset);
+        if (offset_obj == NULL) return NULL;
+        long long offset = PyLong_AsLongLong(offset_obj);
+        Py_DECREF(offset_obj);
+        if (offset == -1 && PyErr_Occurred()) return NULL;
+        if (offset < next_offset) continue; /* offered before (a seek during a rebalance) */
+        PyObject *value = PyObject_GetAttr(message, s_value);
+        PyObject *key = value ? PyObject_GetAttr(message, s_key) : NULL;
+        PyObject *pair = key ? stored_event(type, value, key, currency, DEFAULT_MAX_BYTES) : NULL;
+        Py_XDECREF(value);
+        Py_XDECREF(key);
+        if (pair == NULL) return NULL;
+        if (pair == Py_None) {
+            Py_DECREF(pair);
+            break; /* full validation decides, in Python */
+        }
+        PyObject *customer = PyTuple_GET_ITEM(pair, 0), *event = PyTuple_GET_ITEM(pair, 1);
+        PyObject *t_obj = PyList_GET_ITEM(event, 0), *event_id = PyList_GET_ITEM(event, 2);
+        long long t_us = PyLong_AsLongLong(t_obj);
+        if (has_head && t_us < head - lateness_us) {
+            Py_DECREF(pair);
+            break; /* too late: a dead letter, made in Python */
+        }
+        next_offset = offset + 1;
+        if (!has_head || t_us > head) {
+            head = t_us;
+            has_head = 1;
+        }
+        PyObject *ident = PyTuple_Pack(2, customer, event_id);
+        if (ident == NULL) {
+            Py_DECREF(pair);
+            return NULL;
+        }
+        int duplicate = PySet_Contains(buffered_ids, ident);
+        if (duplicate == 0) {
+            PyObject *known = PyDict_GetItemWithError(customers, customer);
+            if (known != NULL) {
+                PyObject *ids = PyObject_GetAttr(known, s_ids);
+                duplicate = ids == NULL ? -1 : PySet_Contains(ids, event_id);
+                Py_XDECREF(ids);
+            } else if (PyErr_Occurred()) {
+                duplicate = -1;
+            }
+        }
+        if (duplicate < 0) {
+            Py_DECREF(ident);
+            Py_DECREF(pair);
+            return NULL;
+        }
+        if (duplicate) {
+            duplicates++;
+            Py_DECREF(ident);
+            Py_DECREF(pair);
+            continue;
+        }
+        seq++;
+        PyObject *seq_obj = PyLong_FromLongLong(seq);
+        PyObject *entry = seq_obj ? PyTuple_Pack(5, t_obj, seq_obj, ident, event, message) : NULL;
+        int failed = entry == NULL || PySet_Add(buffered_ids, ident) < 0 ||
+                     PyList_Append(buffer, entry) < 0;
+        Py_XDECREF(seq_obj);
+        Py_XDECREF(entry);
+        Py_DECREF(ident);
+        Py_DECREF(pair);
+        if (failed) return NULL;
+    }
+    if (has_head) return Py_BuildValue("(nLLLL)", index, next_offset, head, seq, duplicates);
+    return Py_BuildValue("(nLOLL)", index, next_offset, Py_None, seq, duplicates);
+}
+
+/* ``PartitionState.drain``'s loop over the ready buffer entries from ``start`` on: each
+   leaves the buffered ids; the watermark moves to the newest time; an event the customer
+   already has is a duplicate; the others are grouped by customer in ``pending`` and counted
+   by rank in ``ranks``. It stops before an entry too late for the watermark (the caller
+   makes its dead letter) and returns (index, watermark, duplicates). */
+static PyObject *drain_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "drain_run(ready, start, buffered_ids, customers, pending, ranks, "
+                        "watermark, lateness_us)");
+        return NULL;
+    }
+    PyObject *ready = args[0], *buffered_ids = args[2], *customers = args[3];
+    PyObject *pending = args[4], *ranks = args[5], *watermark_arg = args[6];
+    if (!PyList_Check(ready) || !PySet_Check(buffered_ids) || !PyDict_Check(customers) ||
+        !PyDict_Check(pending) || !PyList_Check(ranks)) {
+        PyErr_SetString(PyExc_TypeError, "drain_run: an argument of the wrong type");
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    long long lateness_us = PyLong_AsLongLong(args[7]);
+    int has_watermark = watermark_arg != Py_None;
+    long long watermark = has_watermark ? PyLong_AsLongLong(watermark_arg) : 0;
+    if (PyErr_Occurred()) return NULL;
+    long long duplicates = 0;
+    Py_ssize_t count = PyList_GET_SIZE(ready);
+    for (; index < count; index++) {
+        PyObject *entry = PyList_GET_ITEM(ready, index);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5) {
+            PyErr_SetString(PyExc_TypeError, "a buffer entry must be a tuple of 5");
+            return NULL;
+        }
+        PyObject *ident = PyTuple_GET_ITEM(entry, 2), *event = PyTuple_GET_ITEM(entry, 3);
+        if (!PyTuple_Check(ident) || PyTuple_GET_SIZE(ident) != 2 || !PyList_Check(event) ||
+            PyList_GET_SIZE(event) < 3) {
+            PyErr_SetString(PyExc_TypeError, "a buffer entry of the wrong shape");
+            return NULL;
+        }
+        if (PySet_Discard(buffered_ids, ident) < 0) return NULL;
+        long long t_us = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 0));
+        if (t_us == -1 && PyErr_Occurred()) return NULL;
+        if (has_watermark && t_us < watermark - lateness_us) break; /* a dead letter */
+        if (!has_watermark || t_us > watermark) {
+            watermark = t_us;
+            has_watermark = 1;
+        }
+        PyObject *customer = PyTuple_GET_ITEM(ident, 0);
+        PyObject *record = PyDict_GetItemWithError(customers, customer);
+        if (record == NULL && PyErr_Occurred()) return NULL;
+        if (record != NULL) {
+            /* Copies of one event cannot both be buffered (offer lets the first in), so a
+               copy here is one applied by an earlier drain. */
+            PyObject *ids = PyObject_GetAttr(record, s_ids);
+            int known = ids == NULL ? -1 : PySet_Contains(ids, PyList_GET_ITEM(event, 2));
+            Py_XDECREF(ids);
+            if (known < 0) return NULL;
+            if (known) {
+                duplicates++;
+                continue;
+            }
+        }
+        PyObject *events = PyDict_GetItemWithError(pending, customer);
+        if (events == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            events = PyList_New(1);
+            if (events == NULL) return NULL;
+            PyList_SET_ITEM(events, 0, Py_NewRef(event));
+            int failed = PyDict_SetItem(pending, customer, events) < 0;
+            Py_DECREF(events);
+            if (failed) return NULL;
+        } else if (PyList_Append(events, event) < 0) {
+            return NULL;
+        }
+        Py_ssize_t rank = PyLong_AsSsize_t(PyList_GET_ITEM(event, 1));
+        if (rank == -1 && PyErr_Occurred()) return NULL;
+        if (rank < 0 || rank >= PyList_GET_SIZE(ranks)) {
+            PyErr_SetString(PyExc_IndexError, "an event rank outside the ranks");
+            return NULL;
+        }
+        PyObject *old = PyList_GET_ITEM(ranks, rank);
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *sum = PyNumber_Add(old, one);
+        Py_DECREF(one);
+        if (sum == NULL) return NULL;
+        PyList_SetItem(ranks, rank, sum);
+    }
+    if (has_watermark) return Py_BuildValue("(nLL)", index, watermark, duplicates);
+    return Py_BuildValue("(nOL)", index, Py_None, duplicates);
+}
+
 static PyMethodDef methods[] = {
     {"fast_stored", (PyCFunction)(void (*)(void))fast_stored, METH_FASTCALL,
      "fast_stored(event_type, value, key, reporting_currency, max_bytes=65536)\n--\n\n"
      "(customer_id, stored event) for a message of the plain shape, else None."},
+    {"offer_run", (PyCFunction)(void (*)(void))offer_run, METH_FASTCALL,
+     "offer_run(messages, start, topic, event_type, reporting_currency, next_offset, head,"
+     " lateness_us, customers, buffered_ids, buffer, seq)\n--\n\n"
+     "Offer one topic's plain messages from start on; (index, next_offset, head, seq,"
+     " duplicates)."},
+    {"drain_run", (PyCFunction)(void (*)(void))drain_run, METH_FASTCALL,
+     "drain_run(ready, start, buffered_ids, customers, pending, ranks, watermark,"
+     " lateness_us)\n--\n\n"
+     "Apply the drain's per-event rules from start on; (index, watermark, duplicates)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -495,5 +706,11 @@ PyMODINIT_FUNC PyInit__intake(void) {
     str_n = PyUnicode_InternFromString("n");
     str_c = PyUnicode_InternFromString("c");
     if (str_unknown == NULL || str_n == NULL || str_c == NULL) return NULL;
+    s_topic = PyUnicode_InternFromString("topic");
+    s_offset = PyUnicode_InternFromString("offset");
+    s_value = PyUnicode_InternFromString("value");
+    s_key = PyUnicode_InternFromString("key");
+    s_ids = PyUnicode_InternFromString("ids");
+    if (!s_topic || !s_offset || !s_value || !s_key || !s_ids) return NULL;
     return PyModule_Create(&module_def);
 }

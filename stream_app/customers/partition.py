@@ -21,7 +21,7 @@ from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
 from schemas.parse import unexpected_rejection
 from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
-from stream_app.customers.intake import fast_stored
+from stream_app.customers.intake import drain_run, fast_stored, offer_run
 from stream_app.customers.timeline import (
     CANCELLATION,
     CLICK,
@@ -243,12 +243,15 @@ class PartitionState:
         duplicates = 0
         for event_type, run in runs:
             messages = run if isinstance(run, list) else list(run)
+            count = len(messages)
             # A run is one topic's (an event type has one); its next offset and newest event
             # time are kept in locals and stored when the topic changes or the run ends.
             topic = ""
             next_offset = 0
             head: int | None = None
-            for message in messages:
+            index = 0
+            while index < count:
+                message = messages[index]
                 if message.topic != topic:
                     if topic:
                         fetched[topic] = next_offset
@@ -258,6 +261,21 @@ class PartitionState:
                     # ``next_fetch``, inlined.
                     next_offset = fetched.get(topic, self.offsets.get(topic, 0))
                     head = heads.get(topic)
+                if offer_run is not None:
+                    # The compiled loop takes what it can; it stops before a message of
+                    # another topic, or one that needs full validation or a dead letter,
+                    # which the code below handles as it handles every message without it.
+                    index, next_offset, head, seq, skipped = offer_run(
+                        messages, index, topic, event_type, currency, next_offset, head,
+                        lateness_us, customers, buffered_ids, buffer, seq,
+                    )  # fmt: skip
+                    duplicates += skipped
+                    if index == count:
+                        break
+                    message = messages[index]
+                    if message.topic != topic:
+                        continue
+                index += 1
                 offset = message.offset
                 # A seek during a rebalance can deliver a fetched range twice: each offset is
                 # offered once, so no dead letter or duplicate count is doubled.
@@ -265,11 +283,7 @@ class PartitionState:
                     continue
                 next_offset = offset + 1
                 try:
-                    fast = (
-                        None
-                        if fast_stored is None
-                        else fast_stored(event_type, message.value, message.key, currency)
-                    )
+                    fast = fast_stored(event_type, message.value, message.key, currency)
                     if fast is None:
                         parsed = parse_event(
                             event_type, message.value, message.key, reporting_currency=currency
@@ -333,6 +347,15 @@ class PartitionState:
         index = 0
         ready_count = len(ready)
         while index < ready_count:
+            if drain_run is not None:
+                # The compiled loop; it stops before an event too late, handled below.
+                index, watermark, skipped = drain_run(
+                    ready, index, self._buffered_ids, customers, pending, ranks, watermark,
+                    lateness_us,
+                )  # fmt: skip
+                result.duplicates += skipped
+                if index == ready_count:
+                    break
             t_us, _seq, ident, event, message = ready[index]
             index += 1
             discard(ident)

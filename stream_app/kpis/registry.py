@@ -285,7 +285,9 @@ def derive_kpis(
             snapshot[name] = (
                 value
                 if value is None or isinstance(value, int)
-                else money(value) if kpi.kind == "money" else float(value)
+                else money(value)
+                if kpi.kind == "money"
+                else float(value)
             )
     return snapshot
 
