@@ -36,7 +36,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from schemas import Alert
-from stream_app.alerts.buckets import HourlySource, hourly_source
 from stream_app.alerts.delivery import (
     ALERTS_KEY,
     PUBLISH_ONCE,
@@ -45,7 +44,6 @@ from stream_app.alerts.delivery import (
     marker_key,
 )
 from stream_app.alerts.detector import (
-    HOUR_US,
     DetectorParams,
     Severity,
     Status,
@@ -58,6 +56,7 @@ from stream_app.clock import Clock
 from stream_app.customers.timeline import EPOCH
 from stream_app.kpis.formulas import BASE_INDEX, KpiValue, counts_from_vector
 from stream_app.kpis.registry import segment_kind, value_of
+from stream_app.kpis.specs import HOUR_US, HourlySource, hourly_source
 from stream_app.kpis.windows import Spec
 from stream_app.metrics import Metrics, RateLimitedLog
 from stream_app.segments.store import SegmentAggregate, SegmentStore
