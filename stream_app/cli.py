@@ -221,7 +221,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         redis_answers,
         split_host_port,
     )
-    from stream_app.watch.cli import redacted
+    from stream_app.redaction import redacted
 
     stack = DevStack(log_dir=Path(args.log_dir))
     stopping: list[int] = []

@@ -23,6 +23,7 @@ from rich.console import Console
 from schemas import CAMPAIGN_KPIS, SEGMENT_KPIS
 from stream_app.cli import main
 from stream_app.devstack import DevStack, free_port
+from stream_app.published import clean_value, kpi_kind, parse_alert
 from stream_app.watch.cli import Watcher, client_factory, updates_pattern
 from stream_app.watch.view import (
     DOWN,
@@ -31,10 +32,7 @@ from stream_app.watch.view import (
     UP,
     WatchState,
     arrow,
-    clean_value,
     format_value,
-    kpi_kind,
-    parse_alert,
     render,
 )
 

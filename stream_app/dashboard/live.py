@@ -21,8 +21,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from stream_app.published import decode_snapshot, parse_alert
 from stream_app.watch.cli import ALERTS_KEY
-from stream_app.watch.view import decode_snapshot, parse_alert
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ The layouts are the contract's (section 5) and the publisher's:
   the snapshot as JSON;
 - ``kpi-alerts``: stream, each alert as JSON in field ``data``.
 
-Values are checked with the same code as ``kpi watch`` (``stream_app.watch.view``): a field
+Values are checked with the same code as ``kpi watch`` (``stream_app.published``): a field
 that is not what the contract says is left out, never passed on, and never fatal.
 """
 
@@ -22,9 +22,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from stream_app.published import decode_hash, decode_snapshot, parse_alert, parse_time
 from stream_app.publishing.publisher import history_key, snapshot_key
 from stream_app.watch.cli import ALERTS_KEY
-from stream_app.watch.view import decode_hash, decode_snapshot, parse_alert, parse_time
 
 from .params import POINT_META
 

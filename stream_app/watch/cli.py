@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from rich.console import Console
 from rich.measure import Measurement
 
+from stream_app.redaction import redacted
 from stream_app.settings import Settings
 from stream_app.watch.view import ALERT_FEED, WatchState, render
 
@@ -156,15 +156,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="read this Redis instead of KPI_REDIS_URL",
     )
     parser.set_defaults(func=run)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, fit for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def snapshot_key(window: str, segment: str) -> str:
