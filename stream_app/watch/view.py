@@ -22,6 +22,7 @@ from rich.text import Text
 
 from stream_app.kpis.registry import KPI_BY_NAME, KPIS, names_for, segment_kind
 from stream_app.published import AlertRow, decode_hash, decode_snapshot, kpi_kind, parse_alert
+from stream_app.redis_keys import ALERTS, UPDATES_CHANNEL_PREFIX, snapshot_key, split_name
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +92,19 @@ class WatchState:
             return False
         snapshot, bad = decode_hash(fields)
         if bad:
-            logger.warning(
-                "kpi:%s:%s has %d malformed field(s); they are skipped", window, self.segment, bad
-            )
+            key = snapshot_key(window, self.segment)
+            logger.warning("%s has %d malformed field(s); they are skipped", key, bad)
         if not snapshot:
             return False
         return self.views[window].update(snapshot, bad)
 
     def apply_message(self, channel: str, data: bytes | str) -> bool:
         """A message of ``kpi-updates:<window>:<segment>``; other channels are ignored."""
-        prefix, _, rest = channel.partition(":")
-        window, _, segment = rest.partition(":")
-        if prefix != "kpi-updates" or segment != self.segment or window not in self.views:
+        parts = split_name(channel, UPDATES_CHANNEL_PREFIX)
+        if parts is None:
+            return False
+        window, segment = parts
+        if segment != self.segment or window not in self.views:
             return False
         decoded = decode_snapshot(data)
         if decoded is None:
@@ -286,7 +288,7 @@ def render_alerts(state: WatchState) -> RenderableType:
     """The last alerts, newest first, or 'no alerts'."""
     if not state.alerts:
         return Text("alerts: no alerts", style="dim")
-    table = Table(title="alerts (kpi-alerts, newest first)", title_justify="left", box=None)
+    table = Table(title=f"alerts ({ALERTS}, newest first)", title_justify="left", box=None)
     for name in ("fired", "severity", "status", "segment", "kpi", "window", "summary"):
         table.add_column(name, no_wrap=name != "summary", overflow="fold")
     for alert in state.alerts:
