@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from stream_app.gctune import GcTuner
 from stream_app.settings import Settings, SettingsError, load_settings
@@ -221,7 +222,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         redis_answers,
         split_host_port,
     )
-    from stream_app.watch.cli import redacted
+    from stream_app.redaction import redacted
 
     stack = DevStack(log_dir=Path(args.log_dir))
     stopping: list[int] = []
@@ -320,8 +321,24 @@ def _supervise(stack: DevStack, stopping: list[int], run_for: float | None) -> i
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
+CORE_COMMANDS: Final = frozenset({"worker", "topics", "dev"})
+# The operator tools, each by the module whose add_parser declares it. They are imported
+# only when asked for, so a worker's process never loads them (tests/test_layering.py).
+TOOL_COMMANDS: Final = {
+    "simulate": "stream_app.simulate.cli",
+    "replay": "stream_app.replay.cli",
+    "verify": "stream_app.verify.cli",
+    "watch": "stream_app.watch.cli",
+    "dashboard": "stream_app.dashboard.server",
+    "bench": "stream_app.bench.cli",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``kpi`` parser; for a ``command`` named, only the tool it runs is imported.
+
+    Every tool's subcommand is added for no command or an unknown one (help lists them all).
+    """
     parser = argparse.ArgumentParser(
         prog="kpi",
         description=(
@@ -388,24 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=cmd_dev)
 
-    from stream_app.bench.cli import add_parser as add_bench
-    from stream_app.dashboard.server import add_parser as add_dashboard
-    from stream_app.replay.cli import add_parser as add_replay
-    from stream_app.simulate.cli import add_parser as add_simulate
-    from stream_app.verify.cli import add_parser as add_verify
-    from stream_app.watch.cli import add_parser as add_watch
-
-    add_simulate(sub)
-    add_replay(sub)
-    add_verify(sub)
-    add_watch(sub)
-    add_dashboard(sub)
-    add_bench(sub)
+    named = command in CORE_COMMANDS or command in TOOL_COMMANDS
+    for name, module in TOOL_COMMANDS.items():
+        if name == command or not named:
+            importlib.import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from stream_app.alerts.buckets import INTERNAL_HOURLY, computed_specs, hourly_source
-from stream_app.alerts.detector import HOUR_US
 from stream_app.customers.partition import PartitionState, RawMessage
 from stream_app.kpis.formulas import BASE_INDEX
+from stream_app.kpis.specs import HOUR_US, INTERNAL_HOURLY, computed_specs, hourly_source
 from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings, SettingsError, WindowSpec, load_settings
 from stream_app.simulate.config import SimulationConfig

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 
 from stream_app.alerts.detector import (
-    HOUR_US,
     DetectorParams,
     Severity,
     Status,
@@ -18,6 +17,7 @@ from stream_app.alerts.detector import (
     transition,
 )
 from stream_app.alerts.fprate import measure, run
+from stream_app.kpis.specs import HOUR_US
 from stream_app.simulate.config import DEFAULT_START
 from stream_app.simulate.scenarios import ChurnSpike
 

@@ -24,10 +24,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Alert
-from stream_app.alerts.delivery import ALERTS_KEY, STATE_KEY
 from stream_app.devstack import DevStack, free_port
 from stream_app.eventlog import LogRecord
 from stream_app.kafka import ensure_topics
+from stream_app.redis_keys import ALERT_STATE, ALERTS
 from stream_app.settings import Settings
 from stream_app.simulate.config import DEFAULT_START, SimulationConfig
 from stream_app.simulate.model import generate
@@ -102,7 +102,7 @@ async def kafka_alerts(settings: Settings) -> list[Alert]:
 def stream_alerts(url: str) -> list[Alert]:
     client = redis.Redis.from_url(url)
     try:
-        return [Alert.model_validate_json(f[b"data"]) for _i, f in client.xrange(ALERTS_KEY)]
+        return [Alert.model_validate_json(f[b"data"]) for _i, f in client.xrange(ALERTS)]
     finally:
         client.close()
 
@@ -191,7 +191,7 @@ def test_churn_spike_alerted_once_across_restarts(stack: StackEnv, private_redis
     # evaluated again, and the markers keep each one from going out a second time.
     assert second.stop(signal.SIGTERM) == 0
     client = redis.Redis.from_url(private_redis)
-    assert client.delete(STATE_KEY) == 1
+    assert client.delete(ALERT_STATE) == 1
     client.close()
     third = stack.start_worker("third", KPI_ALERT_LOOKBACK="14d")
     third.wait_assigned(partitions=4)

@@ -17,13 +17,13 @@ import redis
 import redis.asyncio as aioredis
 
 from schemas import Alert
-from stream_app.alerts.delivery import ALERTS_KEY, STATE_KEY
 from stream_app.alerts.rules import parse_rules
 from stream_app.alerts.service import AlertService
 from stream_app.customers.partition import PartitionState, RawMessage
 from stream_app.devstack import DevStack, free_port
 from stream_app.eventlog import LogRecord
 from stream_app.metrics import Metrics
+from stream_app.redis_keys import ALERT_STATE, ALERTS
 from stream_app.segments.agent import segment_partition
 from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
@@ -124,7 +124,7 @@ def make_service(
 
 def stream_alerts(url: str) -> list[Alert]:
     client = redis.Redis.from_url(url)
-    entries = client.xrange(ALERTS_KEY)
+    entries = client.xrange(ALERTS)
     client.close()
     return [Alert.model_validate_json(fields[b"data"]) for _id, fields in entries]
 
@@ -184,7 +184,7 @@ async def test_spike_fires_once_resolves_and_survives_restarts(redis_url: str) -
     # Its state lost as well, a worker evaluates the whole lookback again: the markers stop
     # every alert it recomputes from going out twice.
     client = redis.Redis.from_url(redis_url)
-    client.delete(STATE_KEY)
+    client.delete(ALERT_STATE)
     client.close()
     wiped = settings.model_copy(update={"alert_lookback": timedelta(days=14)})
     again, metrics3 = make_service(wiped, pipeline.store, redis_url, sent_again)

@@ -23,7 +23,8 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
-from stream_app.watch.view import format_value, kpi_kind
+from stream_app.published import kpi_kind
+from stream_app.watch.view import format_value
 from tests.cdp import Browser, Page, ensure_chromium
 from tests.conftest import StackEnv
 from tests.kpi_data import alert, rfc3339, write_alert, write_snapshot

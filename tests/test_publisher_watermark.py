@@ -18,12 +18,11 @@ from stream_app.metrics import Metrics
 from stream_app.publishing.publisher import (
     HISTORY_BUDGET_CATCHING_UP,
     HISTORY_BUDGET_PER_TICK,
-    STREAM_KEY,
     KafkaSend,
     Publisher,
     rfc3339,
-    snapshot_key,
 )
+from stream_app.redis_keys import UPDATES_STREAM, snapshot_key
 from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
 
@@ -62,7 +61,7 @@ async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> 
     publisher = Publisher(settings, store, client, kafka_send, lambda: {0}, Metrics(), lambda: T0)
     assert await publisher.tick() == 4 * 2  # 4 windows x (all, region:EU)
     sync = redis.Redis.from_url(private_redis)
-    stream_length = sync.xlen(STREAM_KEY)
+    stream_length = sync.xlen(UPDATES_STREAM)
     assert orjson.loads(sync.hget(snapshot_key("24h", "all"), "watermark")) == rfc3339(
         int(T0.timestamp() * 1_000_000)
     )
@@ -77,7 +76,7 @@ async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> 
         for segment in ("all", "region:EU"):
             stamp = sync.hget(snapshot_key(window, segment), "watermark")
             assert orjson.loads(stamp) == rfc3339(later_us), (window, segment)
-    assert sync.xlen(STREAM_KEY) == stream_length  # ...but every hash is current
+    assert sync.xlen(UPDATES_STREAM) == stream_length  # ...but every hash is current
     assert len(sent) == 8
     # And once written, nothing more until it moves again.
     await asyncio.sleep(0.15)

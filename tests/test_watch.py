@@ -23,7 +23,9 @@ from rich.console import Console
 from schemas import CAMPAIGN_KPIS, SEGMENT_KPIS
 from stream_app.cli import main
 from stream_app.devstack import DevStack, free_port
-from stream_app.watch.cli import Watcher, client_factory, updates_pattern
+from stream_app.published import clean_value, kpi_kind, parse_alert
+from stream_app.redis_keys import segment_updates_pattern
+from stream_app.watch.cli import Watcher, client_factory
 from stream_app.watch.view import (
     DOWN,
     NULL,
@@ -31,10 +33,7 @@ from stream_app.watch.view import (
     UP,
     WatchState,
     arrow,
-    clean_value,
     format_value,
-    kpi_kind,
-    parse_alert,
     render,
 )
 
@@ -572,8 +571,8 @@ def test_help_and_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_subscription_pattern_escapes_glob_characters() -> None:
-    assert updates_pattern("region:EU") == "kpi-updates:*:region:EU"
-    assert updates_pattern("campaign:a*b?[c]") == r"kpi-updates:*:campaign:a\*b\?\[c\]"
+    assert segment_updates_pattern("region:EU") == "kpi-updates:*:region:EU"
+    assert segment_updates_pattern("campaign:a*b?[c]") == r"kpi-updates:*:campaign:a\*b\?\[c\]"
 
 
 @pytest.mark.integration

@@ -26,10 +26,6 @@ from stream_app.metrics import Metrics, RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
-ALERTS_KEY = "kpi-alerts"  # the Redis stream and the pub/sub channel
-STATE_KEY = "kpi-alert-state"  # hash: per "<rule>|<segment>", the evaluation cursor and state
-MARKER_PREFIX = "kpi-alert-sent:"
-
 # KEYS: marker, stream. ARGV: ttl seconds, stream maxlen, payload, channel.
 PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
@@ -39,10 +35,6 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return 0
 """
-
-
-def marker_key(alert_id: str, status: str) -> str:
-    return f"{MARKER_PREFIX}{alert_id}:{status}"
 
 
 class WebhookSender:

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from stream_app.kpis.specs import HOUR_US
+
 if TYPE_CHECKING:
     from stream_app.settings import Settings
-
-HOUR_US = 3_600_000_000
 
 Severity = Literal["warning", "critical"]
 Status = Literal["breach", "ok", "insufficient"]

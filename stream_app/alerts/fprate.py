@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from stream_app.alerts.detector import (
-    HOUR_US,
     DetectorParams,
     Verdict,
     evaluate,
     last_closed,
     transition,
 )
+from stream_app.kpis.specs import HOUR_US
 from stream_app.settings import Settings
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate

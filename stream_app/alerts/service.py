@@ -36,16 +36,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from schemas import Alert
-from stream_app.alerts.buckets import HourlySource, hourly_source
-from stream_app.alerts.delivery import (
-    ALERTS_KEY,
-    PUBLISH_ONCE,
-    STATE_KEY,
-    WebhookSender,
-    marker_key,
-)
+from stream_app.alerts.delivery import PUBLISH_ONCE, WebhookSender
 from stream_app.alerts.detector import (
-    HOUR_US,
     DetectorParams,
     Severity,
     Status,
@@ -58,8 +50,10 @@ from stream_app.clock import Clock
 from stream_app.customers.timeline import EPOCH
 from stream_app.kpis.formulas import BASE_INDEX, KpiValue, counts_from_vector
 from stream_app.kpis.registry import segment_kind, value_of
+from stream_app.kpis.specs import HOUR_US, HourlySource, hourly_source
 from stream_app.kpis.windows import Spec
 from stream_app.metrics import Metrics, RateLimitedLog
+from stream_app.redis_keys import ALERT_STATE, ALERTS, alert_sent_key
 from stream_app.segments.store import SegmentAggregate, SegmentStore
 from stream_app.settings import Settings, duration_ms
 
@@ -497,7 +491,7 @@ class AlertService:
     async def _load(self, keys: Iterable[tuple[str, str]]) -> None:
         keys = list(dict.fromkeys(keys))
         fields = [f"{rule}|{segment}" for rule, segment in keys]
-        values = await self.redis.hmget(STATE_KEY, fields)
+        values = await self.redis.hmget(ALERT_STATE, fields)
         for key, raw in zip(keys, values, strict=True):
             self._states[key] = _State.from_json(raw)
 
@@ -513,12 +507,12 @@ class AlertService:
                 pipe.eval(
                     PUBLISH_ONCE,
                     2,
-                    marker_key(alert.alert_id, alert.status),
-                    ALERTS_KEY,
+                    alert_sent_key(alert.alert_id, alert.status),
+                    ALERTS,
                     self.marker_ttl_s,
                     maxlen,
                     payload,
-                    ALERTS_KEY,
+                    ALERTS,
                 )
         changed = {
             f"{plan.key[0]}|{plan.key[1]}": plan.state.to_json()
@@ -526,7 +520,7 @@ class AlertService:
             if plan.state != self._states.get(plan.key)
         }
         if changed:
-            pipe.hset(STATE_KEY, mapping=changed)  # type: ignore[arg-type]
+            pipe.hset(ALERT_STATE, mapping=changed)  # type: ignore[arg-type]
         results = await pipe.execute() if (outgoing or changed) else []
         for plan in plans:
             self._states[plan.key] = plan.state

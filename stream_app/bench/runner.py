@@ -27,6 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream_app.devstack import DevStack, DevStackError, ManagedProcess, free_port
 from stream_app.eventlog import LogRecord
 from stream_app.kafka import ensure_topics, input_topics
+from stream_app.redis_keys import snapshot_key, updates_channel
 from stream_app.settings import Settings
 from stream_app.verify.compare import check_snapshot, read_snapshot
 from stream_app.verify.reference import Reference, filter_records, reference_from_intake
@@ -316,7 +317,7 @@ async def measure_latency(
     topic = input_topics(settings)["signup"]
     client = aioredis.Redis.from_url(deployment.redis_url)
     pubsub = client.pubsub()
-    await pubsub.subscribe(f"kpi-updates:{window}:all")
+    await pubsub.subscribe(updates_channel(window, "all"))
     # Redis is flushed before each measurement: every new customer is one of ours.
     baseline = await _new_customers(client, window)
     seen: list[tuple[float, int]] = []
@@ -393,7 +394,7 @@ async def measure_latency(
 
 
 async def _new_customers(client: aioredis.Redis, window: str) -> int:
-    value = await client.hget(f"kpi:{window}:all", "new_customers")
+    value = await client.hget(snapshot_key(window, "all"), "new_customers")
     return int(json.loads(value)) if value else 0
 
 

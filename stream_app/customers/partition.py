@@ -19,7 +19,6 @@ import orjson
 
 from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
 from schemas.parse import unexpected_rejection
-from stream_app.alerts.buckets import computed_specs
 from stream_app.clock import Clock
 from stream_app.customers.intake import drain_run, fast_stored, offer_run
 from stream_app.customers.timeline import (
@@ -33,6 +32,7 @@ from stream_app.customers.timeline import (
     StoredEvent,
     stored,
 )
+from stream_app.kpis.specs import computed_specs
 from stream_app.kpis.windows import (
     PURCHASING,
     REPEAT,

@@ -21,12 +21,11 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stream_app.watch.cli import ALERTS_KEY
-from stream_app.watch.view import decode_snapshot, parse_alert
+from stream_app.published import decode_snapshot, parse_alert
+from stream_app.redis_keys import ALERTS, UPDATES_CHANNEL_PREFIX, UPDATES_PATTERN, split_name
 
 logger = logging.getLogger(__name__)
 
-UPDATES_PATTERN: Final = "kpi-updates:*"
 QUEUE_SIZE: Final = 256
 FIRST_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 10.0
@@ -147,7 +146,7 @@ class LiveHub:
         pubsub = client.pubsub()
         try:
             await pubsub.psubscribe(UPDATES_PATTERN)
-            await pubsub.subscribe(ALERTS_KEY)
+            await pubsub.subscribe(ALERTS)
             if self.redis_up is False:
                 logger.info("live updates: Redis answers again")
             self._set_up(True)
@@ -205,17 +204,17 @@ class LiveHub:
         if not isinstance(channel, str) or not isinstance(data, bytes | str):
             return 0
         self.messages += 1
-        if channel == ALERTS_KEY:
+        if channel == ALERTS:
             if parse_alert(data) is None:
                 return 0
             # Re-encoded: one line of JSON whatever the producer sent (SSE frames are lines).
             event = ("alert", orjson.dumps(orjson.loads(data)))
             targets = list(self.subscribers)
         else:
-            prefix, _, rest = channel.partition(":")
-            _window, sep, segment = rest.partition(":")
-            if prefix != "kpi-updates" or not sep:
+            parts = split_name(channel, UPDATES_CHANNEL_PREFIX)
+            if parts is None:
                 return 0
+            _window, segment = parts
             decoded = decode_snapshot(data, as_published=True)
             if decoded is None or not decoded[0].get("window"):
                 return 0

@@ -7,7 +7,7 @@ The layouts are the contract's (section 5) and the publisher's:
   the snapshot as JSON;
 - ``kpi-alerts``: stream, each alert as JSON in field ``data``.
 
-Values are checked with the same code as ``kpi watch`` (``stream_app.watch.view``): a field
+Values are checked with the same code as ``kpi watch`` (``stream_app.published``): a field
 that is not what the contract says is left out, never passed on, and never fatal.
 """
 
@@ -22,9 +22,15 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from stream_app.publishing.publisher import history_key, snapshot_key
-from stream_app.watch.cli import ALERTS_KEY
-from stream_app.watch.view import decode_hash, decode_snapshot, parse_alert, parse_time
+from stream_app.published import decode_hash, decode_snapshot, parse_alert, parse_time
+from stream_app.redis_keys import (
+    ALERTS,
+    SNAPSHOT_PATTERN,
+    SNAPSHOT_PREFIX,
+    history_key,
+    snapshot_key,
+    split_name,
+)
 
 from .params import POINT_META
 
@@ -166,10 +172,14 @@ class KpiReader:
     async def _scan_segments(self) -> list[str]:
         windows = set(self.windows)
         found: set[str] = set()
-        async for key in self.redis.scan_iter(match="kpi:*", count=_SCAN_COUNT, _type="hash"):
-            _prefix, _, rest = _text(key).partition(":")
-            window, sep, segment = rest.partition(":")
-            if sep and window in windows and segment:
+        async for key in self.redis.scan_iter(
+            match=SNAPSHOT_PATTERN, count=_SCAN_COUNT, _type="hash"
+        ):
+            parts = split_name(_text(key), SNAPSHOT_PREFIX)
+            if parts is None:
+                continue
+            window, segment = parts
+            if window in windows and segment:
                 found.add(segment)
                 if len(found) >= MAX_SEGMENTS:
                     break
@@ -178,7 +188,7 @@ class KpiReader:
     async def alerts(self, limit: int) -> list[dict[str, Any]]:
         """The latest alerts of the stream, newest first; entries that are no alert skipped."""
         try:
-            entries = await self.redis.xrevrange(ALERTS_KEY, count=limit)
+            entries = await self.redis.xrevrange(ALERTS, count=limit)
         except ResponseError:  # not a stream
             return []
         alerts: list[dict[str, Any]] = []

@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from stream_app.cliutil import with_signals
+from stream_app.redaction import redacted
 from stream_app.settings import Settings
-from stream_app.watch.cli import redacted
 
 from .api import DashboardApi, install
 from .health import DashboardHealth, HealthSource

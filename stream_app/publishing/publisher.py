@@ -22,12 +22,12 @@ from stream_app.kpis.formulas import counts_from_vector
 from stream_app.kpis.registry import derive_kpis, segment_kind
 from stream_app.kpis.windows import DiffArray, Spec
 from stream_app.metrics import Metrics, RateLimitedLog
+from stream_app.redis_keys import UPDATES_STREAM, history_key, snapshot_key, updates_channel
 from stream_app.segments.store import SegmentAggregate, SegmentStore
 from stream_app.settings import Settings, duration_ms
 
 logger = logging.getLogger(__name__)
 
-STREAM_KEY = "kpi-updates"
 _NO_WATERMARK = -(2**62)
 # History snapshots written per tick at most, so a backfill never stalls the event loop.
 HISTORY_BUDGET_PER_TICK = 2_000
@@ -51,18 +51,6 @@ DERIVED_CACHE_SIZE = 4_096
 BACKLOG_HOLD_S = 1.0
 
 KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
-
-
-def snapshot_key(window: str, segment: str) -> str:
-    return f"kpi:{window}:{segment}"
-
-
-def channel(window: str, segment: str) -> str:
-    return f"kpi-updates:{window}:{segment}"
-
-
-def history_key(window: str, segment: str) -> str:
-    return f"kpi-history:{window}:{segment}"
 
 
 @functools.lru_cache(maxsize=16_384)  # window bounds repeat for every segment and history
@@ -316,9 +304,9 @@ class Publisher:
                     snapshot_key(spec.name, segment),
                     mapping={field: orjson.dumps(value) for field, value in snapshot.items()},
                 )
-                pipe.publish(channel(spec.name, segment), data)
+                pipe.publish(updates_channel(spec.name, segment), data)
                 pipe.xadd(
-                    STREAM_KEY,
+                    UPDATES_STREAM,
                     {"data": data},
                     maxlen=self.settings.stream_maxlen,
                     approximate=True,

@@ -8,7 +8,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from rich.console import Console
@@ -17,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_app.cliutil import non_negative
+from stream_app.redaction import redacted
 from stream_app.settings import Settings
 from stream_app.verify.compare import (
     ABSENT,
@@ -92,22 +92,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         report = _check(client, reference, settings, args.history, console)
     except (redis.RedisError, OSError) as exc:
-        errors.print(f"kpi verify: cannot read Redis at {_redacted(url)}: {exc}", markup=False)
+        errors.print(f"kpi verify: cannot read Redis at {redacted(url)}: {exc}", markup=False)
         return EXIT_ERROR
     finally:
         client.close()
     _print_summary(console, intake, reference, report)
     _print_mismatches(console, report.mismatches, args.max_rows)
     return EXIT_MISMATCH if report.mismatches else EXIT_OK
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, fit for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _check(

@@ -16,13 +16,20 @@ import redis
 from schemas import SNAPSHOT_META
 from stream_app.kpis.formulas import KpiValue
 from stream_app.kpis.registry import names_for, segment_kind
+from stream_app.redis_keys import (
+    HISTORY_PATTERN,
+    HISTORY_PREFIX,
+    SNAPSHOT_PATTERN,
+    SNAPSHOT_PREFIX,
+    history_key,
+    snapshot_key,
+    split_name,
+)
 from stream_app.settings import Settings, WindowSpec
 from stream_app.verify.reference import Reference, Window, current_window, epoch_us
 
 logger = logging.getLogger(__name__)
 
-HASH_PREFIX: Final = "kpi:"
-HISTORY_PREFIX: Final = "kpi-history:"
 REL_TOLERANCE: Final = 1e-9
 
 # Pseudo field names for problems that are not about one snapshot field.
@@ -79,19 +86,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def split_key(key: str, prefix: str) -> tuple[str, str] | None:
-    """``kpi:<window>:<segment>`` as (window, segment); window names never contain ':'."""
-    if not key.startswith(prefix):
-        return None
-    window, sep, segment = key.removeprefix(prefix).partition(":")
-    return (window, segment) if sep else None
-
-
-def _scan(client: redis.Redis, prefix: str, kind: str) -> frozenset[tuple[str, str]]:
+def _scan(client: redis.Redis, pattern: str, prefix: str, kind: str) -> frozenset[tuple[str, str]]:
     # SCAN, never KEYS: the server stays responsive however many keys there are.
     found = set()
-    for raw in client.scan_iter(match=f"{prefix}*", count=1000, _type=kind):
-        parts = split_key(_text(raw), prefix)
+    for raw in client.scan_iter(match=pattern, count=1000, _type=kind):
+        parts = split_name(_text(raw), prefix)
         if parts is None:
             logger.warning("ignoring key %r: not <prefix><window>:<segment>", raw)
             continue
@@ -101,8 +100,8 @@ def _scan(client: redis.Redis, prefix: str, kind: str) -> frozenset[tuple[str, s
 
 def scan_keys(client: redis.Redis) -> RedisKeys:
     return RedisKeys(
-        snapshots=_scan(client, HASH_PREFIX, "hash"),
-        histories=_scan(client, HISTORY_PREFIX, "zset"),
+        snapshots=_scan(client, SNAPSHOT_PATTERN, SNAPSHOT_PREFIX, "hash"),
+        histories=_scan(client, HISTORY_PATTERN, HISTORY_PREFIX, "zset"),
     )
 
 
@@ -115,7 +114,7 @@ class _Undecodable:
 
 def read_snapshot(client: redis.Redis, window: str, segment: str) -> dict[str, object]:
     """The current snapshot hash, each field JSON-decoded (or kept raw if it is not JSON)."""
-    stored = client.hgetall(f"{HASH_PREFIX}{window}:{segment}")
+    stored = client.hgetall(snapshot_key(window, segment))
     return {_text(name): _decode(_text(value)) for name, value in stored.items()}
 
 
@@ -134,7 +133,7 @@ def read_history(
     if newest == 0:
         return []
     start = 0 if newest is None else -newest
-    entries = client.zrange(f"{HISTORY_PREFIX}{window}:{segment}", start, -1, withscores=True)
+    entries = client.zrange(history_key(window, segment), start, -1, withscores=True)
     return [_scored(entry) for entry in entries]
 
 
@@ -144,7 +143,7 @@ def _scored(entry: Any) -> tuple[float, str]:
 
 
 def history_length(client: redis.Redis, window: str, segment: str) -> int:
-    return client.zcard(f"{HISTORY_PREFIX}{window}:{segment}")
+    return client.zcard(history_key(window, segment))
 
 
 # ---------------------------------------------------------------------------------------------

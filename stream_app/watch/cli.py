@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 from rich.console import Console
 from rich.measure import Measurement
 
+from stream_app.redaction import redacted
+from stream_app.redis_keys import ALERTS, segment_updates_pattern, snapshot_key
 from stream_app.settings import Settings
 from stream_app.watch.view import ALERT_FEED, WatchState, render
 
@@ -28,14 +29,12 @@ logger = logging.getLogger("kpi.watch")
 EXIT_OK = 0
 EXIT_ERROR = 2
 
-ALERTS_KEY: Final = "kpi-alerts"  # both the stream and the pub/sub channel
 MAX_BACKOFF_S: Final = 10.0
 FIRST_BACKOFF_S: Final = 0.5
 # --once on a pipe: wide enough for the frame's natural width, up to this.
 _MAX_ONCE_WIDTH: Final = 400
 _WINDOW_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _BAD_SEGMENT = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
 Connect = Callable[[], "aioredis.Redis"]
 
@@ -158,24 +157,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, fit for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def snapshot_key(window: str, segment: str) -> str:
-    return f"kpi:{window}:{segment}"
-
-
-def updates_pattern(segment: str) -> str:
-    """``kpi-updates:*:<segment>`` with the segment's glob characters escaped."""
-    return "kpi-updates:*:" + _GLOB_SPECIAL.sub(r"\\\1", segment)
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -221,9 +202,9 @@ class Watcher:
                 continue
             changed = state.apply_hash(window, fields) or changed
         try:
-            entries = await client.xrevrange(ALERTS_KEY, count=ALERT_FEED)
+            entries = await client.xrevrange(ALERTS, count=ALERT_FEED)
         except ResponseError as exc:  # e.g. WRONGTYPE: not a stream
-            logger.warning("cannot read the alert stream %s: %s", ALERTS_KEY, exc)
+            logger.warning("cannot read the alert stream %s: %s", ALERTS, exc)
             return changed
         alerts = [(fields or {}).get(b"data", b"") for _id, fields in entries or []]
         return state.apply_alerts(alerts) or changed
@@ -238,7 +219,7 @@ class Watcher:
             channel = channel.decode("utf-8", "replace")
         if not isinstance(channel, str) or not isinstance(data, bytes | str):
             return False
-        if channel == ALERTS_KEY:
+        if channel == ALERTS:
             return self.state.apply_alert(data)
         return self.state.apply_message(channel, data)
 
@@ -276,8 +257,8 @@ class Watcher:
         client = self.connect()
         pubsub = client.pubsub()
         try:
-            await pubsub.psubscribe(updates_pattern(self.state.segment))
-            await pubsub.subscribe(ALERTS_KEY)
+            await pubsub.psubscribe(segment_updates_pattern(self.state.segment))
+            await pubsub.subscribe(ALERTS)
             await self.load(client)
             if self._down:
                 logger.info("Redis at %s answers again", self.state.source)

@@ -1,4 +1,4 @@
-"""Where hourly churn counts come from: a window spec whose windows ending on the hour are hours.
+"""Which window specs the engine keeps counts for, and where hourly churn counts come from.
 
 The engine already keeps exact additive counts (``churned_customers`` among them) per window
 spec, segment and window end. A configured window of size 1h whose step divides an hour
@@ -7,16 +7,19 @@ exactly that hour's bucket, so the detector reads those and the hot path does no
 Only when no such window is configured, or it is not kept long enough for the baseline,
 the engine computes one more, internal, spec ``_hourly`` (1h tumbling windows) that is never
 published.
+
+This lives with the KPI math, not under ``stream_app/alerts/``, because the customer stage
+needs ``computed_specs`` and imports point one way: alerts use the KPI math, never back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream_app.alerts.detector import HOUR_US
 from stream_app.kpis.windows import BASE_K, DiffArray, Spec
 from stream_app.settings import Settings, duration_ms
 
+HOUR_US = 3_600_000_000
 INTERNAL_HOURLY = "_hourly"
 LONG_AGO = -(2**40)
 
