@@ -26,8 +26,8 @@ RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}"
 
 WORKDIR /src
-# Only what the package build needs (see [tool.setuptools] in pyproject.toml).
-COPY pyproject.toml README.md ./
+# Only what the package build needs (pyproject.toml, and setup.py for the compiled modules).
+COPY pyproject.toml setup.py README.md ./
 COPY stream_app/ ./stream_app/
 COPY schemas/ ./schemas/
 

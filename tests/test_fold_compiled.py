@@ -161,9 +161,9 @@ def test_a_wrong_layout_is_refused_and_changes_nothing() -> None:
     from stream_app.kpis.formulas import BASE_INDEX
 
     with pytest.raises(KeyError):
-        _fold.configure({"orders": 0})
+        _fold.configure({"orders": 0}, 9, 7, 4)
     with pytest.raises(ValueError, match="outside"):
-        _fold.configure({**BASE_INDEX, "clicks": len(BASE_INDEX)})
+        _fold.configure({**BASE_INDEX, "clicks": len(BASE_INDEX)}, 9, 7, 4)
     events: list[StoredEvent] = [[1, 1, "e", "spring", 5]]
     reference, facts = Facts(), Facts()
     fold_python(initial_state(), events, 0, reference)

@@ -35,6 +35,8 @@ enum {
 };
 static Py_ssize_t layout[L_COUNT];
 static int configured = 0;
+/* The survey thresholds (stream_app/kpis/registry.py), set by ``configure`` too. */
+static long long nps_promoter_min, nps_passive_min, csat_satisfied_min;
 
 static PyObject *s_all, *s_region, *s_campaign, *s_act, *s_dp, *s_dr, *s_points, *s_spans;
 
@@ -295,14 +297,14 @@ static PyObject *fold_impl(PyObject *state, PyObject *events, long long attribut
                 if (PyUnicode_Check(field[3]) &&
                     PyUnicode_CompareWithASCIIString(field[3], "n") == 0) {
                     metrics[0] = L[L_NPS];
-                    metrics[1] = score >= 9   ? L[L_PROMOTERS]
-                                 : score >= 7 ? L[L_PASSIVES]
+                    metrics[1] = score >= nps_promoter_min  ? L[L_PROMOTERS]
+                                 : score >= nps_passive_min ? L[L_PASSIVES]
                                               : L[L_DETRACTORS];
                     metric_count = 2;
                 } else {
                     metrics[0] = L[L_CSAT];
                     metrics[1] = L[L_SATISFIED];
-                    metric_count = score >= 4 ? 2 : 1;
+                    metric_count = score >= csat_satisfied_min ? 2 : 1;
                 }
                 PyObject *segments[2] = {s_all, by_region};
                 for (int i = 0; i < 2; i++) {
@@ -420,9 +422,16 @@ static const char *const LAYOUT_NAMES[L_COUNT] = {
 };
 
 static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 1 || !PyDict_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "configure(base_index: dict[str, int])");
+    if (nargs != 4 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure(base_index: dict[str, int], nps_promoter_min: int, "
+                        "nps_passive_min: int, csat_satisfied_min: int)");
         return NULL;
+    }
+    long long thresholds[3];
+    for (int i = 0; i < 3; i++) {
+        thresholds[i] = PyLong_AsLongLong(args[1 + i]);
+        if (thresholds[i] == -1 && PyErr_Occurred()) return NULL;
     }
     Py_ssize_t values[L_COUNT];
     values[L_WIDTH] = PyDict_GET_SIZE(args[0]);
@@ -440,6 +449,9 @@ static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t n
         }
     }
     memcpy(layout, values, sizeof layout);
+    nps_promoter_min = thresholds[0];
+    nps_passive_min = thresholds[1];
+    csat_satisfied_min = thresholds[2];
     configured = 1;
     Py_RETURN_NONE;
 }
@@ -449,8 +461,9 @@ static PyMethodDef methods[] = {
      "fold(state, events, attribution_us, facts=None, sign=1, grain_us=1)\n--\n\n"
      "The state after events; their facts times sign added to facts (a timeline.Facts)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
-     "configure(base_index)\n--\n\n"
-     "The positions of the counts in a vector: BASE_INDEX, name to position."},
+     "configure(base_index, nps_promoter_min, nps_passive_min, csat_satisfied_min)\n--\n\n"
+     "The positions of the counts in a vector (BASE_INDEX, name to position) and the survey\n"
+     "score thresholds of the KPI registry."},
     {NULL, NULL, 0, NULL},
 };
 

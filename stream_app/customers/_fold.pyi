@@ -13,4 +13,10 @@ def fold(
     grain_us: int = ...,
     /,
 ) -> list[Any]: ...
-def configure(base_index: dict[str, int], /) -> None: ...
+def configure(
+    base_index: dict[str, int],
+    nps_promoter_min: int,
+    nps_passive_min: int,
+    csat_satisfied_min: int,
+    /,
+) -> None: ...

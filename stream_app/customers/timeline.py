@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX, to_micros
+from stream_app.kpis.registry import CSAT_SATISFIED_MIN, NPS_PASSIVE_MIN, NPS_PROMOTER_MIN
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -162,10 +163,16 @@ def fold_python(
         elif rank == SURVEY:
             score = event[4]
             if event[3] == "n":
-                bucket = _PROMOTERS if score >= 9 else _PASSIVES if score >= 7 else _DETRACTORS
+                bucket = (
+                    _PROMOTERS
+                    if score >= NPS_PROMOTER_MIN
+                    else _PASSIVES
+                    if score >= NPS_PASSIVE_MIN
+                    else _DETRACTORS
+                )
                 metrics: tuple[int, ...] = (_NPS, bucket)
             else:
-                metrics = (_CSAT, _SATISFIED) if score >= 4 else (_CSAT,)
+                metrics = (_CSAT, _SATISFIED) if score >= CSAT_SATISFIED_MIN else (_CSAT,)
             for segment in ("all", by_region):
                 vector = points[(segment, tc)]
                 for metric in metrics:
@@ -214,7 +221,7 @@ try:
 except ImportError:  # installed without a C compiler: the same results, slower
     fold = fold_python
 else:
-    _fold.configure(BASE_INDEX)
+    _fold.configure(BASE_INDEX, NPS_PROMOTER_MIN, NPS_PASSIVE_MIN, CSAT_SATISFIED_MIN)
     fold = _fold.fold  # the compiled twin of ``fold_python``
 
 COMPILED_FOLD: Final = fold is not fold_python
