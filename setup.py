@@ -15,7 +15,6 @@ from setuptools import Extension, setup
 
 # One source for each hot loop: these files run compiled where they can, interpreted where not.
 COMPILED_MODULES = [
-    "stream_app/kpis/windows.py",
     "stream_app/kpis/formulas.py",
     "schemas/rules.py",
 ]

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby, islice
-from operator import itemgetter
+from operator import add, itemgetter, sub
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -38,7 +38,6 @@ from stream_app.kpis.windows import (
     REPEAT,
     WIDTH,
     DiffArray,
-    add_into,
     coarsen,
     coarsen_points,
     fact_grain_us,
@@ -453,8 +452,10 @@ class PartitionState:
                     sums = changes[segment] = defaultdict(_zeros)
                 # A run of ``steps`` windows from the one containing ``t``.
                 first = t // step_us + 1
-                add_into(sums[first], vector)
-                add_into(sums[first + steps], vector, -1)
+                start = sums[first]
+                start[:] = map(add, start, vector)
+                end = sums[first + steps]
+                end[:] = map(sub, end, vector)
             for fact, value in spans.items():
                 if not value:
                     continue
