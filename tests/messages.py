@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import EventType
@@ -38,3 +40,19 @@ def allocations_grown(run: Callable[[int], None], times: int) -> int:
         return tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+
+
+def random_timestamp(rng: random.Random) -> str:
+    """An RFC 3339 stamp from 1900 to 2099, 0 to 6 fraction digits, Z or any offset."""
+    day = datetime(1900, 1, 1, tzinfo=UTC) + timedelta(
+        days=rng.randrange(200 * 365), seconds=rng.randrange(86400)
+    )
+    text = day.strftime("%Y-%m-%dT%H:%M:%S")
+    places = rng.randrange(7)
+    if places:
+        text += "." + "".join(str(rng.randrange(10)) for _ in range(places))
+    if rng.random() < 0.3:
+        return text + "Z"
+    minutes = rng.randrange(-24 * 60 + 1, 24 * 60)
+    sign = "-" if minutes < 0 else "+"
+    return text + f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

@@ -15,7 +15,7 @@ from stream_app.customers.intake import fast_stored_python
 from stream_app.customers.timeline import stored
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate
-from tests.messages import COMMON, PLAIN, allocations_grown
+from tests.messages import COMMON, PLAIN, allocations_grown, random_timestamp
 
 pytestmark = pytest.mark.skipif(not intake.COMPILED, reason="the compiled intake is not built")
 
@@ -86,25 +86,10 @@ def test_mutated_messages_agree_with_the_reference() -> None:
     assert refused > 10000
 
 
-def _timestamp(rng: random.Random) -> str:
-    day = datetime(1900, 1, 1, tzinfo=UTC) + timedelta(
-        days=rng.randrange(200 * 365), seconds=rng.randrange(86400)
-    )
-    text = day.strftime("%Y-%m-%dT%H:%M:%S")
-    places = rng.randrange(7)
-    if places:
-        text += "." + "".join(str(rng.randrange(10)) for _ in range(places))
-    if rng.random() < 0.3:
-        return text + "Z"
-    minutes = rng.randrange(-24 * 60 + 1, 24 * 60)
-    sign = "-" if minutes < 0 else "+"
-    return text + f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
 def test_timestamps_convert_exactly() -> None:
     rng = random.Random(11)
     for _ in range(20_000):
-        stamp = _timestamp(rng)
+        stamp = random_timestamp(rng)
         value = orjson.dumps({**COMMON, "occurred_at": stamp})
         answer = compiled("cancellation", value, None)
         assert answer is not None, stamp

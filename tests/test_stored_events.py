@@ -11,7 +11,7 @@ import pytest
 
 from schemas import EventType, Rejection, parse_event
 from stream_app.customers.timeline import stored
-from tests.messages import COMMON, PLAIN
+from tests.messages import COMMON, PLAIN, random_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -69,25 +69,10 @@ def test_messages_become_stored_events(
     assert _stored(event_type, _message(event_type, **changes)) == tuple(expected)
 
 
-def _timestamp(rng: random.Random) -> str:
-    day = datetime(1900, 1, 1, tzinfo=UTC) + timedelta(
-        days=rng.randrange(200 * 365), seconds=rng.randrange(86400)
-    )
-    text = day.strftime("%Y-%m-%dT%H:%M:%S")
-    places = rng.randrange(7)
-    if places:
-        text += "." + "".join(str(rng.randrange(10)) for _ in range(places))
-    if rng.random() < 0.3:
-        return text + "Z"
-    minutes = rng.randrange(-24 * 60 + 1, 24 * 60)
-    sign = "-" if minutes < 0 else "+"
-    return text + f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
 def test_event_times_convert_exactly_in_every_offset() -> None:
     rng = random.Random(11)
     for _ in range(20_000):
-        stamp = _timestamp(rng)
+        stamp = random_timestamp(rng)
         answer = _stored("cancellation", _message("cancellation", occurred_at=stamp))
         assert not isinstance(answer, Rejection), (stamp, answer)
         expected = (datetime.fromisoformat(stamp) - EPOCH) // timedelta(microseconds=1)
