@@ -44,7 +44,8 @@ ALERT_TICK_S = 1.0
 # Each worker looks this often whether the broker still holds its sentinel record.
 SENTINEL_CHECK_S = 1.0
 
-# Called once when the broker is found to have lost its data, with the reason logged.
+# Called once, with the reason, when the worker must start again (the broker lost its data,
+# a checkpoint failed) or must stop for good (state in a format it cannot read).
 Restart = Callable[[str], None]
 
 logger = logging.getLogger(__name__)
@@ -57,15 +58,17 @@ def create_app(
     metrics: Metrics | None = None,
     rules: Sequence[ThresholdRule] | None = None,
     restart: Restart | None = None,
+    refuse: Restart | None = None,
 ) -> faust.App:
     """Build the worker's Faust app: customer stage, segment stage, publisher, alerts, web.
 
     ``rules`` default to those of ``KPI_ALERT_RULES_FILE``; a bad file raises ``RulesError``.
     ``restart`` is called, with the reason, when the worker must start again: the broker
     lost its data, or the customer stage could not write its checkpoint. Without it the
-    worker only halts its customer stage.
+    worker only halts its customer stage. ``refuse`` is called, with the reason, when the
+    worker must stop for good: its state was written in a format it cannot read.
     """
-    ctx = AppContext(settings=settings, metrics=metrics or Metrics(), clock=clock)
+    ctx = AppContext(settings=settings, metrics=metrics or Metrics(), clock=clock, refuse=refuse)
     app = KpiApp(
         settings.app_id,
         fetch_max_wait_ms=duration_ms(settings.fetch_max_wait),

@@ -28,6 +28,8 @@ SHUTDOWN_GRACE_S = 20.0
 # After the broker lost its data nothing of this process may reach it any more, so a stop
 # that stalls (Faust's fetcher waiting on a dead connection) is cut short sooner.
 RESTART_GRACE_S = 5.0
+# The exit status of a worker that will not start on state it cannot read (not a crash).
+REFUSED_EXIT = 3
 
 # The demo's traffic: recent history so every window has numbers at once, then live events
 # at a pace where the 1h window visibly moves.
@@ -97,9 +99,18 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     def restart_or_exit() -> NoReturn:
         if restarting:
             _restart_process()
-        _exit_now()
+        _exit_now(REFUSED_EXIT if refused else 1)
 
-    app = create_app(settings, rules=rules, restart=restart)
+    refused: list[str] = []
+
+    def refuse(reason: str) -> None:
+        # Restarting would meet the same state again: stop, and say why on the way out.
+        if not refused:
+            refused.append(reason)
+            restarting.clear()
+            worker.restart_process()  # the bounded stop; nothing restarts without a reason
+
+    app = create_app(settings, rules=rules, restart=restart, refuse=refuse)
     GcTuner().install()
 
     class Worker(faust.Worker):
@@ -136,15 +147,21 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     )
     try:
         worker.execute_from_commandline()
+    except SystemExit:
+        if not refused:
+            raise
     finally:
         if restarting:
             _restart_process()
+    if refused:
+        sys.stderr.write(f"kpi: the worker refused to start: {refused[0]}\n")
+        return REFUSED_EXIT
     return 0
 
 
-def _exit_now() -> NoReturn:
+def _exit_now(status: int = 1) -> NoReturn:
     logging.shutdown()
-    os._exit(1)
+    os._exit(status)
 
 
 def _restart_process() -> NoReturn:

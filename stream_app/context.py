@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,3 +28,6 @@ class AppContext:
     engine: CustomerEngine | None = None
     publisher: Publisher | None = None
     alerts: AlertService | None = None
+    # Called with the reason when the worker must not go on: its state is in a format it
+    # cannot read. Stops the process with a non-zero status (``kpi worker``).
+    refuse: Callable[[str], None] | None = None

@@ -75,6 +75,13 @@ class Metrics:
             "Events ignored because their event_id was already processed.",
             registry=self.registry,
         )
+        self.stage_messages_refused = Counter(
+            "kpi_stage_messages_refused_total",
+            "Messages from the customer stage the segment stage did not apply: undecodable, "
+            "or in a format this worker cannot read (a newer version shares the group).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.snapshots = Counter(
             "kpi_snapshots_published_total",
             "KPI snapshots published (Redis hash, pub/sub, stream and Kafka).",

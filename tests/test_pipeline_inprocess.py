@@ -152,8 +152,9 @@ def test_pipeline_matches_the_reference(seed: int, count: int, days: int, batch:
 def test_watermark_ticks_say_which_sources_are_catching_up() -> None:
     from stream_app.customers.partition import watermark_tick
 
-    assert orjson.loads(watermark_tick(2, 5_000, False)) == {"src": 2, "wm": 5_000}
-    assert orjson.loads(watermark_tick(2, 5_000, True)) == {"src": 2, "wm": 5_000, "cu": True}
+    assert orjson.loads(watermark_tick(2, 5_000, False)) == {"v": 2, "src": 2, "wm": 5_000}
+    tick = {"v": 2, "src": 2, "wm": 5_000, "cu": True}
+    assert orjson.loads(watermark_tick(2, 5_000, True)) == tick
     store = SegmentStore()
     store.apply_update(orjson.loads(watermark_tick(2, 5_000, True)), 0)
     store.apply_update(orjson.loads(watermark_tick(3, 5_000, True)), 1)
@@ -171,7 +172,7 @@ def test_watermark_ticks_say_when_a_backlog_expects_to_end() -> None:
     from stream_app.customers.partition import watermark_tick
 
     tick = orjson.loads(watermark_tick(2, 5_000, True, 1.25))
-    assert tick == {"src": 2, "wm": 5_000, "cu": True, "eta_ms": 1250}
+    assert tick == {"v": 2, "src": 2, "wm": 5_000, "cu": True, "eta_ms": 1250}
     assert "eta_ms" not in orjson.loads(watermark_tick(2, 5_000, False, 1.25))
     now = [50.0]
     store = SegmentStore(monotonic=lambda: now[0])

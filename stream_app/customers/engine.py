@@ -45,6 +45,7 @@ from stream_app.kafka import (
     input_topics,
     partials_topic,
 )
+from stream_app.kpis.formats import FormatError
 from stream_app.metrics import RateLimitedLog
 from stream_app.settings import duration_ms
 
@@ -623,7 +624,11 @@ class CustomerEngine(Service):
             new = [partition for partition in sorted(by_partition) if partition not in self.states]
             # Each recovery mostly waits on the broker (an empty partition takes one fetch
             # wait): together, taking over 4 partitions costs about what 1 does.
-            recovered = await asyncio.gather(*(self._recover(partition) for partition in new))
+            try:
+                recovered = await asyncio.gather(*(self._recover(partition) for partition in new))
+            except FormatError as exc:
+                self.refuse(str(exc))
+                return
             for partition, state in zip(new, recovered, strict=True):
                 self.states[partition] = state
                 self._assigned_at[partition] = time.monotonic()
@@ -724,6 +729,13 @@ class CustomerEngine(Service):
             end,
             position,
         )
+
+    def refuse(self, reason: str) -> None:
+        """Stop for good: a changelog holds state this version cannot read."""
+        logger.error("the customer stage cannot start: %s", reason)
+        self.halt("its changelog is in a format this worker cannot read")
+        if self.ctx.refuse is not None:
+            self.ctx.refuse(reason)
 
     def halt(self, why: str = "its state refers to data the broker no longer holds") -> None:
         """Stop consuming and never write to the broker again (it lost what we built on)."""

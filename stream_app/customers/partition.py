@@ -32,6 +32,7 @@ from stream_app.customers.timeline import (
     StoredEvent,
     stored,
 )
+from stream_app.kpis.formats import FORMAT, VERSION_KEY, Migration, format_of, migrated, migration
 from stream_app.kpis.specs import computed_specs
 from stream_app.kpis.windows import (
     PURCHASING,
@@ -134,6 +135,7 @@ class PartialUpdate:
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
+                VERSION_KEY: FORMAT,
                 "src": self.source,
                 "seg": self.segment,
                 "wm": self.watermark_us,
@@ -162,7 +164,7 @@ def watermark_tick(
     move again within moments; ``eta_ms``, when known, is how long it expects the rest of
     the backlog to take. The publisher holds a due snapshot when that end is close.
     """
-    tick: dict[str, Any] = {"src": source, "wm": watermark_us}
+    tick: dict[str, Any] = {VERSION_KEY: FORMAT, "src": source, "wm": watermark_us}
     if catching_up:
         tick["cu"] = True
         if eta_s is not None:
@@ -593,8 +595,8 @@ class PartitionState:
 
     # -- recovery ----------------------------------------------------------------------
 
-    def load(self, key: bytes, value: bytes | None) -> None:
-        """Apply one committed changelog record (recovery)."""
+    def load(self, key: bytes, value: bytes | None, how: Migration | None = None) -> None:
+        """Apply one committed changelog record (recovery); ``how`` migrates its vectors."""
         if key.startswith(CUSTOMER_PREFIX):
             customer = key[len(CUSTOMER_PREFIX) :].decode()
             if value is None:
@@ -614,7 +616,7 @@ class PartitionState:
             if value is None:
                 array.set_entry(k, [0] * WIDTH)
             else:
-                array.load_entry(k, orjson.loads(value))
+                array.load_entry(k, migrated(orjson.loads(value), how))
         else:
             raise ValueError(f"unknown changelog key {key[:40]!r}")
 
@@ -662,7 +664,7 @@ def checkpoint_records(
 ) -> tuple[bytes, list[tuple[bytes, bytes | None]]]:
     """The tag and the changelog records of one checkpoint: its writes, then its marker."""
     tag = f"{generation}:{seq}".encode()
-    marker = {"offsets": checkpoint.offsets, "wm": checkpoint.watermark_us}
+    marker = {VERSION_KEY: FORMAT, "offsets": checkpoint.offsets, "wm": checkpoint.watermark_us}
     return tag, [*checkpoint.changelog, (MARKER_PREFIX + generation.encode(), orjson.dumps(marker))]
 
 
@@ -673,7 +675,9 @@ class ChangelogReplay:
     has a seq at least as high: one writer checkpoints a partition one checkpoint after the
     other, so its marker confirms every earlier checkpoint too. That still holds after
     compaction, which removes older markers. Writes no marker confirms were torn by a crash;
-    ``finish`` discards them and marks their keys for rewriting.
+    ``finish`` discards them and marks their keys for rewriting. A marker also names the
+    format its checkpoint was written in: older ones are migrated as they load, and a newer
+    one raises ``FormatError`` (the worker must not build on state it cannot read).
     """
 
     def __init__(self, state: PartitionState) -> None:
@@ -688,15 +692,22 @@ class ChangelogReplay:
         generation, _, seq_text = tag.decode(errors="replace").rpartition(":")
         seq = int(seq_text) if seq_text.isdigit() else -1
         if key == LEGACY_MARKER_KEY or key.startswith(MARKER_PREFIX):
+            marker = orjson.loads(value) if value is not None else None
+            version = (
+                FORMAT
+                if marker is None
+                else format_of(marker, f"changelog partition {self.state.partition}")
+            )
+            how = migration(version)
             confirmed = [
                 pending_key
                 for pending_key, (pending_generation, pending_seq, _) in self._pending.items()
                 if pending_generation == generation and pending_seq <= seq
             ]
             for pending_key in confirmed:
-                self.state.load(pending_key, self._pending.pop(pending_key)[2])
-            if value is not None:
-                self.state.load_marker(orjson.loads(value))
+                self.state.load(pending_key, self._pending.pop(pending_key)[2], how)
+            if marker is not None:
+                self.state.load_marker(marker)
         else:
             self._pending[key] = (generation, seq, value)
 

@@ -13,9 +13,13 @@ from faust.types import TableT
 
 from stream_app.context import AppContext
 from stream_app.kafka import partials_topic
+from stream_app.kpis.formats import FormatError
+from stream_app.metrics import RateLimitedLog
 from stream_app.segments.store import SegmentStore, chunk_key, parse_chunk_key
 
 logger = logging.getLogger(__name__)
+# A newer worker in the group sends every message in its format: one line per minute.
+_refused_log = RateLimitedLog(logger, burst=1)
 
 _PARTITIONER = DefaultPartitioner()
 
@@ -47,6 +51,11 @@ def register(app: faust.App, ctx: AppContext, store: SegmentStore) -> TableT[Any
         help="Partial window sums per segment, source partition, window spec and chunk.",
     )
 
+    def refuse(reason: str) -> None:
+        logger.error("the segment stage cannot start: %s", reason)
+        if ctx.refuse is not None:
+            ctx.refuse(reason)
+
     @table.on_recover
     async def rebuild() -> None:
         """After a rebalance, rebuild the in-memory totals from the recovered table."""
@@ -63,7 +72,11 @@ def register(app: faust.App, ctx: AppContext, store: SegmentStore) -> TableT[Any
                 store.confirmed[(int(partition), int(source))] = int(value)
                 continue
             segment = parse_chunk_key(key)[0]
-            store.load_chunk(key, value, segment_partition(segment, partitions))
+            try:
+                store.load_chunk(key, value, segment_partition(segment, partitions))
+            except FormatError as exc:
+                refuse(str(exc))
+                return
         for aggregate in store.aggregates.values():
             for totals in aggregate.totals.values():
                 totals.dirty_from = 0
@@ -76,9 +89,17 @@ def register(app: faust.App, ctx: AppContext, store: SegmentStore) -> TableT[Any
                 message = orjson.loads(event.message.value)
             except orjson.JSONDecodeError:
                 logger.error("undecodable partials message at offset %d", event.message.offset)
+                ctx.metrics.stage_messages_refused.labels("undecodable").inc()
                 continue
             partition = event.message.partition
-            _segments, chunks = store.apply_update(message, partition)
+            try:
+                _segments, chunks = store.apply_update(message, partition)
+            except FormatError as exc:
+                # Not applied, and nothing waits for it: a worker of a newer version shares
+                # the group, which the operator must fix (the error names how).
+                ctx.metrics.stage_messages_refused.labels("format").inc()
+                _refused_log.warning("format", "partials message not applied: %s", exc)
+                continue
             if "wm" in message:
                 wm_key = f"wm|{partition}|{message['src']}"
                 stored = store.watermarks.get((partition, int(message["src"])))
@@ -87,7 +108,7 @@ def register(app: faust.App, ctx: AppContext, store: SegmentStore) -> TableT[Any
             for segment, source, spec_name, chunk in chunks:
                 value = store.aggregates[segment].chunk(spec_name, source, chunk)
                 key = chunk_key(segment, source, spec_name, chunk)
-                if value:
+                if value is not None:
                     table[key] = value
                 elif key in table:
                     del table[key]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_app.kpis.formats import FORMAT, VERSION_KEY, format_of, migrated, migration
 from stream_app.kpis.windows import WIDTH, DiffArray
 
 # Entries of one source are persisted in chunks of this many window indexes, so that one
@@ -64,10 +65,12 @@ class SegmentAggregate:
     def keys_of(self, spec_name: str, source: int) -> list[int]:
         return list(self.sources.get((spec_name, source), {}))
 
-    def chunk(self, spec_name: str, source: int, chunk: int) -> dict[str, list[int]]:
-        """The persisted form of one chunk of one source's entries."""
-        entries = self.chunks.get((spec_name, source, chunk), {})
-        return {str(k): entries[k] for k in sorted(entries)}
+    def chunk(self, spec_name: str, source: int, chunk: int) -> dict[str, Any] | None:
+        """The persisted form of one chunk of one source's entries; None when it has none."""
+        entries = self.chunks.get((spec_name, source, chunk))
+        if not entries:
+            return None
+        return {VERSION_KEY: FORMAT, "e": {str(k): entries[k] for k in sorted(entries)}}
 
 
 @dataclass
@@ -95,8 +98,13 @@ class SegmentStore:
     def apply_update(
         self, message: dict[str, Any], partition: int
     ) -> tuple[list[str], list[tuple[str, int, str, int]]]:
-        """Apply one message from the customer stage; returns changed segments and chunks."""
+        """Apply one message from the customer stage; returns changed segments and chunks.
+
+        Raises ``FormatError`` for a message in a format this worker cannot read, before
+        anything is applied.
+        """
         source = int(message["src"])
+        how = migration(format_of(message, f"a partials message from source partition {source}"))
         watermark = message.get("wm")
         key = (partition, source)
         if watermark is not None and watermark > self.watermarks.get(key, -1):
@@ -118,7 +126,9 @@ class SegmentStore:
         seen: set[tuple[str, int]] = set()
         for spec_name, k, vector in message["e"]:
             seen.add((spec_name, k))
-            if aggregate.set_entry(spec_name, source, k, vector):
+            if aggregate.set_entry(
+                spec_name, source, k, None if vector is None else migrated(vector, how)
+            ):
                 touched.add((segment, source, spec_name, k // CHUNK))
         if message.get("full"):
             # A resynchronisation lists every entry the source has: drop the rest.
@@ -154,11 +164,16 @@ class SegmentStore:
         """Per source partition, the watermark up to which its counts have all arrived."""
         return {src: wm for (p, src), wm in self.confirmed.items() if p == partition}
 
-    def load_chunk(self, key: str, value: dict[str, list[int]], partition: int) -> None:
+    def load_chunk(self, key: str, value: dict[str, Any], partition: int) -> None:
+        """Load one recovered table value; raises ``FormatError`` if it is unreadable."""
         segment, source, spec_name, _chunk = parse_chunk_key(key)
+        # Format 1 values were the entries themselves: index -> vector.
+        version = format_of(value, f"segment table entry {key!r}")
+        entries = value["e"] if version > 1 else value
+        how = migration(version)
         aggregate = self.aggregate(segment, partition)
-        for k, vector in value.items():
-            aggregate.set_entry(spec_name, source, int(k), vector)
+        for k, vector in entries.items():
+            aggregate.set_entry(spec_name, source, int(k), migrated(vector, how))
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         gone = set(partitions)

@@ -1,0 +1,193 @@
+"""Versioned state: what a worker of this version does with every format it may meet.
+
+Changelogs and the segment table outlive the process that wrote them, and partials messages
+cross versions during an upgrade. Format 1 (no version field) must be read as it was
+written; a newer format must stop the worker with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream_app.customers.engine import CHECKPOINT_HEADER
+from stream_app.customers.partition import (
+    MARKER_PREFIX,
+    ChangelogReplay,
+    PartitionState,
+    checkpoint_records,
+)
+from stream_app.kafka import changelog_topic, ensure_topics
+from stream_app.kpis import formats
+from stream_app.kpis.formats import FORMAT, LAYOUTS, FormatError, layout_migration
+from stream_app.kpis.formulas import BASE_COUNTS
+from stream_app.segments.store import SegmentStore
+from tests.conftest import StackEnv, stack_settings
+from tests.test_changelog_replay import SETTINGS, Log, _batches, _clock, _reference, _view
+
+REFUSED_EXIT = 3  # documented in docs/operations.md
+
+
+def test_the_code_writes_the_newest_format_with_the_current_layout() -> None:
+    assert max(LAYOUTS) == FORMAT, "add the layout of the new format to LAYOUTS"
+    assert LAYOUTS[FORMAT] == BASE_COUNTS, (
+        "BASE_COUNTS changed: freeze the new layout as a new format in "
+        "stream_app/kpis/formats.py and bump FORMAT, so older changelogs are migrated"
+    )
+
+
+def test_a_layout_migration_maps_counts_by_name() -> None:
+    old = ("orders", "gone", "clicks")
+    new = ("clicks", "orders", "added")
+    migrate = layout_migration(old, new)
+    assert migrate is not None
+    assert migrate([5, 7, 11]) == [11, 5, 0]
+    assert layout_migration(new, new) is None
+    with pytest.raises(FormatError, match="2 counts where its format has 3"):
+        migrate([1, 2])
+
+
+def _log_of(batches: list[list[Any]], *, marker_format: int | None) -> Log:
+    """A changelog of ``batches``, one checkpoint each, with markers in ``marker_format``.
+
+    None writes markers without a version field, as format 1 did.
+    """
+    state = PartitionState(0, SETTINGS, _clock)
+    log: Log = []
+    for seq, batch in enumerate(batches, start=1):
+        state.ingest(batch)
+        tag, records = checkpoint_records(state.checkpoint(), "g1", seq)
+        for key, value in records:
+            if key.startswith(MARKER_PREFIX) and value is not None:
+                marker = orjson.loads(value)
+                del marker["v"]
+                if marker_format is not None:
+                    marker["v"] = marker_format
+                value = orjson.dumps(marker)
+            log.append((key, value, tag))
+    return log
+
+
+def _recover(log: Log) -> PartitionState:
+    state = PartitionState(0, SETTINGS, _clock)
+    replay = ChangelogReplay(state)
+    for key, value, tag in log:
+        replay.feed(key, value, tag)
+    replay.finish()
+    return state
+
+
+def test_a_format_1_changelog_recovers_the_same_state() -> None:
+    batches = _batches(3)
+    assert _view(_recover(_log_of(batches, marker_format=None))) == _reference(batches)
+
+
+def test_a_format_1_changelog_with_another_layout_is_migrated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if format 1 had laid its vectors out in reverse: the recovered windows must come
+    # out in today's layout all the same.
+    reversed_layout = tuple(reversed(BASE_COUNTS))
+    monkeypatch.setitem(formats.LAYOUTS, 1, reversed_layout)  # type: ignore[index]
+    batches = _batches(3)
+    log = [
+        (key, orjson.dumps(orjson.loads(value)[::-1]), tag)
+        if key.startswith(b"p:") and value is not None
+        else (key, value, tag)
+        for key, value, tag in _log_of(batches, marker_format=None)
+    ]
+    assert any(key.startswith(b"p:") for key, _value, _tag in log)
+    assert _view(_recover(log)) == _reference(batches)
+
+
+def test_a_changelog_in_a_newer_format_is_refused_with_the_cure() -> None:
+    log = _log_of(_batches(2), marker_format=FORMAT + 1)
+    with pytest.raises(FormatError) as refused:
+        _recover(log)
+    message = str(refused.value)
+    assert f"format {FORMAT + 1}" in message
+    assert "newer version" in message
+    assert "KPI_TOPIC_PREFIX" in message
+
+
+@pytest.mark.parametrize("bad", ["2", -1, 0, None, 2.0])
+def test_a_marker_whose_format_is_no_number_is_refused(bad: object) -> None:
+    log = _log_of(_batches(1), marker_format=FORMAT)
+    key, value, tag = log[-1]
+    log[-1] = (key, orjson.dumps({**orjson.loads(value or b"{}"), "v": bad}), tag)
+    with pytest.raises(FormatError, match="not a format number"):
+        _recover(log)
+
+
+def _update(version: int | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"src": 1, "wm": 10, "seg": "all", "e": [["1h", 3, [1] * 18]]}
+    if version is not None:
+        message["v"] = version
+    return message
+
+
+def test_the_segment_stage_reads_format_1_messages_and_table_entries() -> None:
+    old, new = SegmentStore(), SegmentStore()
+    assert old.apply_update(_update(None), 0) == new.apply_update(_update(FORMAT), 0)
+    expected = list(new.aggregates["all"].totals["1h"].entries())
+    assert expected
+    assert list(old.aggregates["all"].totals["1h"].entries()) == expected
+
+    persisted = new.aggregates["all"].chunk("1h", 1, 0)
+    assert persisted is not None
+    assert persisted["v"] == FORMAT
+    from_current, from_format_1 = SegmentStore(), SegmentStore()
+    from_current.load_chunk("all|1|1h|0", persisted, 0)
+    from_format_1.load_chunk("all|1|1h|0", persisted["e"], 0)  # format 1 stored the entries
+    assert list(from_current.aggregates["all"].totals["1h"].entries()) == expected
+    assert list(from_format_1.aggregates["all"].totals["1h"].entries()) == expected
+
+
+def test_the_segment_stage_applies_nothing_of_a_newer_format() -> None:
+    store = SegmentStore()
+    with pytest.raises(FormatError, match="newer version"):
+        store.apply_update(_update(FORMAT + 1), 0)
+    with pytest.raises(FormatError, match="newer version"):
+        store.load_chunk("all|1|1h|0", {"v": FORMAT + 1, "e": {"3": [1] * 18}}, 0)
+    assert store.watermarks == {}
+    assert all(not aggregate.sources for aggregate in store.aggregates.values())
+
+
+async def _plant_marker(stack: StackEnv, marker: dict[str, Any]) -> None:
+    """Write one confirmed checkpoint marker to changelog partition 0 of the stack."""
+    settings = stack_settings(stack)
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            changelog_topic(settings),
+            orjson.dumps(marker),
+            key=MARKER_PREFIX + b"g-newer",
+            partition=0,
+            headers=[(CHECKPOINT_HEADER, b"g-newer:1")],
+        )
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.integration
+def test_a_worker_refuses_to_start_on_a_changelog_of_a_newer_format(
+    stack: StackEnv, tmp_path: Path
+) -> None:
+    asyncio.run(_plant_marker(stack, {"v": FORMAT + 1, "offsets": {}, "wm": None}))
+    worker = stack.start_worker()
+    try:
+        status = worker.popen.wait(timeout=90)
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert status == REFUSED_EXIT, log[-3000:]
+    assert f"changelog partition 0 was written in format {FORMAT + 1}" in log
+    assert "refused to start" in log
+    assert "Traceback" not in log
