@@ -7,15 +7,14 @@ from typing import Any
 
 import orjson
 
-from stream_app.customers.partition import (
+from stream_app.customers.changelog import (
     CUSTOMER_APPEND_FROM_BYTES,
     CUSTOMER_RECORD_MAX_BYTES,
     MAX_CUSTOMER_PARTS,
     ChangelogReplay,
-    PartitionState,
-    RawMessage,
     checkpoint_records,
 )
+from stream_app.customers.partition import PartitionState, RawMessage
 from stream_app.eventlog import LogRecord
 from stream_app.kafka import input_topics
 from stream_app.settings import Settings

@@ -15,13 +15,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.customers.engine import CHECKPOINT_HEADER
-from stream_app.customers.partition import (
+from stream_app.customers.changelog import (
+    CHECKPOINT_HEADER,
     MARKER_PREFIX,
+    PARTIAL_PREFIX,
     ChangelogReplay,
-    PartitionState,
     checkpoint_records,
 )
+from stream_app.customers.partition import PartitionState
 from stream_app.kafka import changelog_topic, ensure_topics
 from stream_app.kpis import formats
 from stream_app.kpis.formats import FORMAT, LAYOUTS, FormatError, layout_migration
@@ -97,11 +98,11 @@ def test_a_format_1_changelog_with_another_layout_is_migrated(
     batches = _batches(3)
     log = [
         (key, orjson.dumps(orjson.loads(value)[::-1]), tag)
-        if key.startswith(b"p:") and value is not None
+        if key.startswith(PARTIAL_PREFIX) and value is not None
         else (key, value, tag)
         for key, value, tag in _log_of(batches, marker_format=None)
     ]
-    assert any(key.startswith(b"p:") for key, _value, _tag in log)
+    assert any(key.startswith(PARTIAL_PREFIX) for key, _value, _tag in log)
     assert _view(_recover(log)) == _reference(batches)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,12 +27,12 @@ from mode import Service
 from schemas import DeadLetter, EventType
 from stream_app.context import AppContext
 from stream_app.customers import intake
+from stream_app.customers.changelog import CHECKPOINT_HEADER, ChangelogReplay, checkpoint_records
+from stream_app.customers.checkpoints import MAX_BATCH_RECORDS, CheckpointPolicy
 from stream_app.customers.partition import (
-    ChangelogReplay,
     Checkpoint,
     PartialUpdate,
     PartitionState,
-    checkpoint_records,
     watermark_tick,
 )
 from stream_app.customers.timeline import COMPILED_FOLD
@@ -51,13 +50,6 @@ from stream_app.settings import duration_ms
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_HEADER = "ckp"
-MAX_BATCH_RECORDS = 20_000
-# The longest a fetch waits for input while nothing is due (stop requests are seen as often).
-FETCH_WAIT_MS = 200
-MIN_FETCH_WAIT_MS = 5
-# A backlog whose lag stayed at or below a batch this long is over, even if never zero.
-BACKLOG_END_S = 1.0
 # Parsed events a partition may hold back for slower topics before pausing faster ones.
 BUFFER_LIMIT = 50_000
 _NOTHING = -(2**62)
@@ -117,17 +109,11 @@ class CustomerEngine(Service):
         self.generation = secrets.token_hex(8)
         self._seq = 0
         self._lock = asyncio.Lock()
-        self._checkpoint_every_s = duration_ms(settings.checkpoint_interval) / 1000
-        self._backlog_checkpoint_every_s = duration_ms(settings.checkpoint_interval_backlog) / 1000
-        self._last_checkpoint = time.monotonic()
-        # A backlog was seen and not yet read to its end (see ``_checkpoint_due``), and what
-        # each partition's last watermark tick said of it.
-        self._in_backlog = False
-        self._backlog_low_since: float | None = None
-        # (when, lag) at the backlog's start or its last checkpoint, and the time the rest
-        # of the backlog is expected to take from the last checkpoint (None: not known).
-        self._lag_mark: tuple[float, int] | None = None
-        self._backlog_eta_s: float | None = None
+        self.schedule = CheckpointPolicy(
+            duration_ms(settings.checkpoint_interval) / 1000,
+            duration_ms(settings.checkpoint_interval_backlog) / 1000,
+        )
+        # What each partition's last watermark tick said of the backlog.
         self._reported_catching_up: dict[int, bool] = {}
         self._resync_every_s = duration_ms(settings.resync_interval) / 1000
         self._last_resync = time.monotonic()
@@ -219,7 +205,10 @@ class CustomerEngine(Service):
             with collection_paused():
                 try:
                     batch = await self.consumer.getmany(
-                        timeout_ms=self._fetch_wait_ms(), max_records=MAX_BATCH_RECORDS
+                        timeout_ms=self.schedule.fetch_wait_ms(
+                            self._lag(), bool(self._pending_offsets)
+                        ),
+                        max_records=MAX_BATCH_RECORDS,
                     )
                 except KafkaError as exc:
                     self._log.warning("fetch", "fetch failed (%s); retrying", exc)
@@ -236,7 +225,7 @@ class CustomerEngine(Service):
                         if batch or any(state.buffered for state in self.states.values()):
                             await self._process(batch)
                         del batch
-                        if self._checkpoint_due():
+                        if self.schedule.due(self._lag()):
                             await self._checkpoint_all()
                             if time.monotonic() - self._last_resync >= self._resync_every_s:
                                 await self._resync_all()
@@ -303,67 +292,6 @@ class CustomerEngine(Service):
                 metrics.duplicates.inc(result.duplicates)
         self._pending_offsets.update(by_partition)
         return dead
-
-    def _fetch_wait_ms(self) -> int:
-        """How long a fetch may wait for input: no longer than until a checkpoint is due.
-
-        With nothing new to read, a checkpoint of work already done waited out the whole
-        fetch (up to 200 ms): the last events of a burst reached Redis that much later.
-        """
-        if not self._pending_offsets:
-            return FETCH_WAIT_MS
-        every_s = (
-            self._checkpoint_every_s
-            if self._lag() <= MAX_BATCH_RECORDS
-            else self._backlog_checkpoint_every_s
-        )
-        due_in_s = every_s - (time.monotonic() - self._last_checkpoint)
-        # A floor, so that a lag that grows between here and the check cannot spin the loop.
-        return max(MIN_FETCH_WAIT_MS, min(FETCH_WAIT_MS, math.ceil(due_in_s * 1000)))
-
-    def _checkpoint_due(self) -> bool:
-        """Every checkpoint interval; while more than a full batch waits, the backlog one.
-
-        And at once when a backlog has just been read to its end: its last events waited
-        out up to an interval (250 ms) before anyone could see them. A backlog starts when
-        more than a batch waits and ends when nothing does, or when no more than a batch
-        has waited for ``BACKLOG_END_S``; the watermark ticks carry it to the publisher.
-        """
-        now = time.monotonic()
-        elapsed = now - self._last_checkpoint
-        lag = self._lag()
-        if lag > MAX_BATCH_RECORDS:
-            if not self._in_backlog:
-                self._lag_mark = (now, lag)
-            self._in_backlog = True
-            self._backlog_low_since = None
-        elif self._in_backlog:
-            if lag == 0:
-                self._in_backlog = False
-                return True
-            if self._backlog_low_since is None:
-                self._backlog_low_since = now
-            elif now - self._backlog_low_since >= BACKLOG_END_S:
-                # Steady traffic keeps a little input waiting: the backlog is over all the same.
-                self._in_backlog = False
-        if elapsed < self._checkpoint_every_s:
-            return False
-        return elapsed >= self._backlog_checkpoint_every_s or lag <= MAX_BATCH_RECORDS
-
-    def _estimate_backlog_end(self) -> None:
-        """How long the rest of the backlog will take, at the rate it shrank since the last
-        estimate (so traffic still arriving counts against it); None until it has shrunk."""
-        if not self._in_backlog:
-            self._lag_mark = self._backlog_eta_s = None
-            return
-        now, lag = time.monotonic(), self._lag()
-        mark, self._lag_mark = self._lag_mark, (now, lag)
-        if mark is None:
-            return
-        elapsed_s, worked_off = now - mark[0], mark[1] - lag
-        self._backlog_eta_s = (
-            lag * elapsed_s / worked_off if elapsed_s > 0 and worked_off > 0 else None
-        )
 
     def _lag(self) -> int:
         return sum(self.lags().values())
@@ -454,7 +382,7 @@ class CustomerEngine(Service):
         if self._input_shrank() and not await self._broker_still_intact():
             return
         states = [self.states[p] for p in sorted(self._pending_offsets) if p in self.states]
-        self._estimate_backlog_end()
+        self.schedule.estimate_backlog_end(self._lag())
         # Partitions are independent: their round trips overlap instead of adding up, which
         # kept a busy worker idle for a third of its time.
         checkpoints = await asyncio.gather(*(self._persist(state) for state in states))
@@ -465,7 +393,7 @@ class CustomerEngine(Service):
             for state in self.states.values()
             if state not in states
             and state.watermark_us is not None
-            and self._reported_catching_up.get(state.partition) != self._in_backlog
+            and self._reported_catching_up.get(state.partition) != self.schedule.in_backlog
         ]
         ticks: list[asyncio.Future[Any]] = []
         for state in quiet:
@@ -474,7 +402,7 @@ class CustomerEngine(Service):
         await asyncio.gather(*ticks)
         await self._commit(list(zip(states, checkpoints, strict=True)))
         self._pending_offsets.clear()
-        self._last_checkpoint = time.monotonic()
+        self.schedule.checkpointed()
 
     async def _resync_all(self) -> None:
         """Send every partition's whole, just checkpointed state to the segment stage.
@@ -557,7 +485,7 @@ class CustomerEngine(Service):
             checkpoint is not None
             and checkpoint.watermark_us is not None
             and source is not None
-            and (updates or self._in_backlog != self._reported_catching_up.get(source))
+            and (updates or self.schedule.in_backlog != self._reported_catching_up.get(source))
         ):
             futures.extend(await self._tick_sends(source, checkpoint.watermark_us))
         await asyncio.gather(*futures)
@@ -565,8 +493,8 @@ class CustomerEngine(Service):
     async def _tick_sends(self, source: int, watermark_us: int) -> list[asyncio.Future[Any]]:
         """Send a source's watermark tick to every partials partition; the sends' futures."""
         assert self.producer is not None
-        self._reported_catching_up[source] = self._in_backlog
-        tick = watermark_tick(source, watermark_us, self._in_backlog, self._backlog_eta_s)
+        in_backlog = self._reported_catching_up[source] = self.schedule.in_backlog
+        tick = watermark_tick(source, watermark_us, in_backlog, self.schedule.eta_s)
         return [
             await self.producer.send(self.partials, tick, partition=partition)
             for partition in range(self.partials_partitions)
