@@ -1,8 +1,9 @@
 """What the processor published, read back: snapshots and alerts checked against the contract.
 
 Shared by the terminal view (``kpi watch``) and the web (the dashboard's API and live
-updates), so both show the same values and neither imports the other. Nothing here raises
-on bad input: a field that is not what the contract says is dropped and counted.
+updates), so both show the same values and neither imports the other. Each value is checked
+against the contract's models (``schemas``), never a second copy of their rules. Nothing
+here raises on bad input: a field that is not what the contract says is dropped and counted.
 """
 
 from __future__ import annotations
