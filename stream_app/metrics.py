@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "LagSource", "Metrics", "RateLimitedLog"]
+__all__ = ["CONTENT_TYPE_LATEST", "LagSource", "MalformedReads", "Metrics", "RateLimitedLog"]
 
 # Consumer lag by (topic, partition), computed when scraped.
 LagSource = Callable[[], Mapping[tuple[str, int], int]]
@@ -190,3 +190,47 @@ class RateLimitedLog:
         self._windows[key] = (started, count)
         if count <= self._burst:
             self._logger.warning(msg, *args)
+
+
+class MalformedReads:
+    """``kpi_dashboard_malformed_total{record}``: what the API and live updates read from Redis
+    and left out because it does not fit the contract, with one log line per kind a minute.
+
+    Redis is writable by more than the publisher (an operator, a bug, another service), so
+    its data is untrusted: one bad record is skipped, never fatal to a response or the hub.
+    """
+
+    RECORDS = ("field", "snapshot", "history", "alert", "message", "key")
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.counter = Counter(
+            "kpi_dashboard_malformed_total",
+            "Records read from Redis and left out as not what the contract says, by kind: "
+            "field (of a snapshot), snapshot, history (entry), alert, message (live), key.",
+            ["record"],
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
+        for record in self.RECORDS:
+            self.counter.labels(record)  # every kind shows, at 0, before the first
+        self._log = RateLimitedLog(
+            logger or logging.getLogger("stream_app.dashboard"), burst=1, clock=clock
+        )
+
+    def skipped(self, record: str, where: str, count: int = 1) -> None:
+        """``count`` malformed ``record``s read at ``where`` (a key or channel) were left out."""
+        if count <= 0:
+            return
+        self.counter.labels(record).inc(count)
+        self._log.warning(
+            record,
+            "left out %d malformed %s(s) read from Redis at %r (not what the contract says)",
+            count,
+            record,
+            where[:200],
+        )

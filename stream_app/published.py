@@ -1,30 +1,56 @@
 """What the processor published, read back: snapshots and alerts checked against the contract.
 
 Shared by the terminal view (``kpi watch``) and the web (the dashboard's API and live
-updates), so both show the same values and neither imports the other. Nothing here raises
-on bad input: a field that is not what the contract says is dropped and counted.
+updates), so both show the same values and neither imports the other. Each value is checked
+against the contract's models (``schemas``), never a second copy of their rules. Nothing
+here raises on bad input: a field that is not what the contract says is dropped and counted.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas import SNAPSHOT_META, Alert
-from stream_app.kpis.registry import KPI_BY_NAME
+from schemas import Alert, CampaignSnapshot, SegmentSnapshot
+from schemas.timestamps import UtcDatetime
+from stream_app.kpis.formulas import SegmentKind
+from stream_app.kpis.registry import KPI_BY_NAME, segment_kind
 
 Kind = Literal["count", "money", "percent", "score", "ratio"]
 
-_TIME_FIELDS: Final = frozenset({"window_start", "window_end", "watermark", "updated_at"})
-_DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_KNOWN_FIELDS: Final = frozenset(SNAPSHOT_META) | frozenset(KPI_BY_NAME)
+# Size caps on what is read: a 5 MB money string fits the contract's pattern, but no
+# published value is near 1 KB (a campaign segment, JSON-escaped, is at most ~800 bytes).
+MAX_FIELD_BYTES: Final = 1024
+MAX_RECORD_BYTES: Final = 64 * 1024
+
+
+def _field_type(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    """The type and constraints of one field of a contract model, to check a value alone."""
+    info = model.model_fields[name]
+    field_type: Any = Annotated[info.annotation, info]  # a runtime form mypy cannot follow
+    return TypeAdapter(field_type)
+
+
+# Every rule comes from the snapshot models (schemas/kpi.py): a KPI has the same type in both,
+# only ``segment`` differs by the segment's kind.
+_MODELS: Final[dict[SegmentKind, type[BaseModel]]] = {
+    "segment": SegmentSnapshot,
+    "campaign": CampaignSnapshot,
+}
+_FIELD_TYPES: Final = {
+    name: _field_type(model, name)
+    for model in reversed(_MODELS.values())
+    for name in model.model_fields
+    if name != "segment"
+}
+_SEGMENT_TYPES: Final = {kind: _field_type(model, "segment") for kind, model in _MODELS.items()}
+_KNOWN_FIELDS: Final = frozenset(_FIELD_TYPES) | {"segment"}
+_TIME: Final = TypeAdapter(UtcDatetime)
 
 
 def kpi_kind(name: str) -> Kind:
@@ -33,37 +59,47 @@ def kpi_kind(name: str) -> Kind:
     return "count" if kpi is None else kpi.display
 
 
+def _check(adapter: TypeAdapter[Any], value: Any) -> tuple[bool, Any]:
+    # Strict JSON mode: what the publisher wrote is JSON, and no "2" passes for a number.
+    if isinstance(value, str) and len(value) > MAX_FIELD_BYTES:
+        return False, None
+    try:
+        return True, adapter.validate_json(orjson.dumps(value), strict=True)
+    except (ValidationError, orjson.JSONEncodeError):
+        return False, None
+
+
 def clean_value(name: str, value: Any) -> tuple[bool, Any]:
-    """``(True, value)`` if ``value`` is what the contract publishes for ``name``, else False."""
-    if name in SNAPSHOT_META:
+    """``(True, value)`` if ``value`` fits the snapshot model's field ``name``, else False.
+
+    The value comes back as the model reads it: times as UTC ``datetime``, ratios as float.
+    """
+    if name == "segment":
         if not isinstance(value, str):
             return False, None
-        if name in _TIME_FIELDS:
-            moment = parse_time(value)
-            return (moment is not None), moment
-        return True, value
-    if value is None:
-        return True, None
-    kind = kpi_kind(name)
-    if kind == "count":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return ok, value if ok else None
-    if kind == "money":
-        ok = isinstance(value, str) and _DECIMAL.fullmatch(value) is not None
-        return ok, value if ok else None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return ok, float(value) if ok else None
+        return _check(_SEGMENT_TYPES[segment_kind(value)], value)
+    adapter = _FIELD_TYPES.get(name)
+    return (False, None) if adapter is None else _check(adapter, value)
+
+
+def is_segment(text: str) -> bool:
+    """Whether ``text`` is a segment name the contract's snapshots can have."""
+    return clean_value("segment", text)[0]
 
 
 def parse_time(text: str) -> datetime | None:
-    """An RFC 3339 timestamp with an offset, in UTC; None if it is not one."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(UTC)
+    """An RFC 3339 timestamp with an offset, in UTC; None if it is not one (or has no UTC form)."""
+    moment = _check(_TIME, text)[1]
+    return moment if isinstance(moment, datetime) else None
+
+
+def describes(snapshot: Mapping[str, Any], window: str, segment: str) -> bool:
+    """Whether a cleaned snapshot says it is the one of ``window`` and ``segment``.
+
+    One whose ``window`` or ``segment`` is missing, malformed or another key's would show
+    some other numbers under this key, so readers leave it out whole.
+    """
+    return snapshot.get("window") == window and snapshot.get("segment") == segment
 
 
 def clean_snapshot(
@@ -96,6 +132,9 @@ def decode_hash(
     raw: dict[str, Any] = {}
     bad = 0
     for name, encoded in fields.items():
+        if len(encoded) > MAX_FIELD_BYTES:
+            bad += 1
+            continue
         try:
             key = name.decode() if isinstance(name, bytes) else name
             raw[key] = orjson.loads(encoded)
@@ -108,7 +147,9 @@ def decode_hash(
 def decode_snapshot(
     data: bytes | str, *, as_published: bool = False
 ) -> tuple[dict[str, Any], int] | None:
-    """A snapshot published as one JSON object; None if it is not a JSON object at all."""
+    """A snapshot published as one JSON object; None if it is not one (or is over the cap)."""
+    if len(data) > MAX_RECORD_BYTES:
+        return None
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -140,8 +181,10 @@ def parse_alert(data: bytes | str) -> AlertRow | None:
     """An alert from its JSON; None if it is not an alert.
 
     Strict ``schemas.Alert`` first; a JSON object with a text ``summary`` is still shown (a
-    newer producer may add fields), with what it has.
+    newer producer may add fields), with what it has, unless its ``fired_at`` is no time.
     """
+    if len(data) > MAX_RECORD_BYTES:
+        return None
     try:
         alert = Alert.model_validate_json(data)
     except ValidationError:
@@ -170,6 +213,9 @@ def parse_alert(data: bytes | str) -> AlertRow | None:
 
     window = raw.get("window")
     fired = raw.get("fired_at")
+    fired_at = parse_time(fired) if isinstance(fired, str) else None
+    if fired is not None and fired_at is None:
+        return None
     return AlertRow(
         text("alert_id"),
         text("status"),
@@ -178,5 +224,5 @@ def parse_alert(data: bytes | str) -> AlertRow | None:
         text("kpi"),
         window if isinstance(window, str) else None,
         raw["summary"],
-        parse_time(fired) if isinstance(fired, str) else None,
+        fired_at,
     )

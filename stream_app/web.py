@@ -18,6 +18,7 @@ from stream_app.dashboard.health import KafkaProbe, WorkerHealth, consumer_lag
 from stream_app.dashboard.reader import KpiReader
 from stream_app.dashboard.security import exposure_warning
 from stream_app.dashboard.server import build_api, live_hub, redis_client
+from stream_app.metrics import MalformedReads
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +26,17 @@ logger = logging.getLogger(__name__)
 def register(app: faust.App, ctx: AppContext) -> None:
     """Mount the dashboard, the API and the observability routes on the worker's web server."""
     settings = ctx.settings
-    reader = KpiReader(redis_client(settings), [w.name for w in settings.windows])
+    malformed = MalformedReads(ctx.metrics.registry)
+    windows = [w.name for w in settings.windows]
+    reader = KpiReader(redis_client(settings), windows, malformed=malformed)
+    hub = live_hub(settings, malformed=malformed)
     kafka = KafkaProbe(settings)
-    health = WorkerHealth(app, ctx, reader, kafka)
+    health = WorkerHealth(app, ctx, reader, kafka, hub=hub)
     ctx.metrics.set_lag_source(lambda: consumer_lag(ctx.engine))
     api = build_api(
         settings,
         reader=reader,
-        hub=live_hub(settings),
+        hub=hub,
         health=health,
         registry=ctx.metrics.registry,
     )

@@ -989,6 +989,7 @@ def test_worker_health_reports_checks_and_consumer_lag(deployment: WorkerDeploym
         "broker": True,
         "publisher": True,
         "consumer": True,
+        "live": True,
     }
     assert body["checks"]["broker"]["brokers"] == 1
     lag = body["consumer_lag"]

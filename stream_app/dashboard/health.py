@@ -7,10 +7,13 @@ A worker is **unhealthy** (503) when any of these holds:
 - **publisher**: the publish timer has not run for ``KPI_HEALTH_STALL_AFTER``, or snapshots
   have been due but failed to go out for that long;
 - **consumer**: the customer stage has input waiting (lag > 0) but read nothing for
-  ``KPI_HEALTH_STALL_AFTER``.
+  ``KPI_HEALTH_STALL_AFTER``;
+- **live**: clients wait for live updates but the hub that feeds them is not running, or
+  its last attempt failed with an unexpected error (``LiveHub.check``).
 
 A quiet worker (no traffic, nothing to publish) is healthy, and so is one that owns no
-partition (more workers than partitions). The standalone ``kpi dashboard`` checks Redis only.
+partition (more workers than partitions). The standalone ``kpi dashboard`` checks Redis and
+the live updates.
 Error details are exception class names: never a URL, password or message text.
 """
 
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from stream_app.kafka import aiokafka_options, partials_topic
 from stream_app.settings import Settings
 
+from .live import LiveHub
 from .reader import KpiReader
 
 if TYPE_CHECKING:
@@ -138,9 +142,11 @@ class WorkerHealth:
         reader: KpiReader,
         kafka: KafkaProbe,
         *,
+        hub: LiveHub | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
+        self.hub = hub
         self.ctx = ctx
         self.reader = reader
         self.kafka = kafka
@@ -160,6 +166,8 @@ class WorkerHealth:
             "publisher": self._publisher(),
             "consumer": self._consumer(lags),
         }
+        if self.hub is not None:
+            checks["live"] = self.hub.check()
         problems = [name for name, check in checks.items() if not check["ok"]]
         healthy = not problems
         body: dict[str, Any] = {"status": "ok" if healthy else "unhealthy"}
@@ -248,22 +256,17 @@ def _alerts_health(ctx: AppContext) -> dict[str, object] | None:
 
 
 class DashboardHealth:
-    """The standalone dashboard's ``/health``: Redis answers; and how many live clients."""
+    """The standalone dashboard's ``/health``: Redis answers and live updates run."""
 
-    def __init__(self, reader: KpiReader, clients: Callable[[], int]) -> None:
+    def __init__(self, reader: KpiReader, hub: LiveHub) -> None:
         self.reader = reader
-        self.clients = clients
+        self.hub = hub
 
     async def __call__(self, detailed: bool) -> tuple[bool, dict[str, Any]]:
-        redis = await check_redis(self.reader)
-        healthy = bool(redis["ok"])
+        checks = {"redis": await check_redis(self.reader), "live": self.hub.check()}
+        problems = [name for name, check in checks.items() if not check["ok"]]
+        healthy = not problems
         body: dict[str, Any] = {"status": "ok" if healthy else "unhealthy"}
         if detailed:
-            body.update(
-                {
-                    "problems": [] if healthy else ["redis"],
-                    "checks": {"redis": redis},
-                    "live_clients": self.clients(),
-                }
-            )
+            body.update({"problems": problems, "checks": checks, "live_clients": self.hub.clients})
         return healthy, body

@@ -6,6 +6,10 @@ segment and every alert through a bounded queue. A client that falls behind gets
 (reload everything over the REST endpoints) instead of an ever-growing queue. When Redis goes
 away every client is told (``status``), the hub reconnects with backoff (0.5 s doubling up to
 10 s), and tells them again when it is back, since messages sent meanwhile are lost.
+
+Messages are untrusted: one that is not a snapshot of its channel's window and segment, or not
+an alert, is left out and counted (``kpi_dashboard_malformed_total{record="message"}``), and
+an unexpected error on one never ends the hub; ``check`` tells ``/health`` if it is not running.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stream_app.published import decode_snapshot, parse_alert
+from stream_app.metrics import MalformedReads
+from stream_app.published import decode_snapshot, describes, parse_alert
 from stream_app.redis_keys import ALERTS, UPDATES_CHANNEL_PREFIX, UPDATES_PATTERN, split_name
 
 logger = logging.getLogger(__name__)
@@ -75,8 +80,10 @@ class LiveHub:
         max_backoff_s: float = MAX_BACKOFF_S,
         idle_close_s: float = IDLE_CLOSE_S,
         poll_s: float = 1.0,
+        malformed: MalformedReads | None = None,
     ) -> None:
         self._connect = connect
+        self.malformed = malformed or MalformedReads()
         self.first_backoff_s = first_backoff_s
         self.max_backoff_s = max_backoff_s
         self.idle_close_s = idle_close_s
@@ -87,12 +94,31 @@ class LiveHub:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.messages = 0
+        # The class name of the unexpected error the last session ended with; None once up.
+        self.failure: str | None = None
         # Set while subscribed: a client told "hello" after it misses nothing published later.
         self.subscribed = asyncio.Event()
 
     @property
     def clients(self) -> int:
         return len(self.subscribers)
+
+    def check(self) -> dict[str, Any]:
+        """For ``/health``: not ok while clients wait on a hub that is not running or failing.
+
+        Redis being down is not counted here: the ``redis`` check reports that.
+        """
+        check: dict[str, Any] = {"ok": True, "clients": self.clients, **self.status()}
+        if self._closed or not self.subscribers:
+            return check
+        task = self._task
+        if task is None or task.done():
+            ended = task.exception() if task is not None and not task.cancelled() else None
+            cause = f" ({ended.__class__.__name__})" if ended is not None else ""
+            check.update(ok=False, error=f"live updates not running{cause}")
+        elif self.failure is not None:
+            check.update(ok=False, error=f"live updates failing ({self.failure})")
+        return check
 
     def status(self) -> dict[str, Any]:
         state = "connecting" if self.redis_up is None else ("up" if self.redis_up else "down")
@@ -126,9 +152,6 @@ class LiveHub:
         while not self._closed:
             try:
                 await self._session()
-                backoff = self.first_backoff_s
-                if not self.subscribers:
-                    return  # idle; the next subscribe starts a new task
             except (RedisError, OSError) as exc:
                 if self.redis_up is not False:
                     logger.warning(
@@ -136,10 +159,20 @@ class LiveHub:
                         exc.__class__.__name__,
                     )
                 self._set_up(False)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+            except Exception as exc:  # a bug of ours must not end live updates for good
+                if self.failure is None:
+                    logger.exception("live updates: unexpected error; retrying with backoff")
+                self.failure = exc.__class__.__name__
+                self.subscribed.clear()
+            else:
+                backoff = self.first_backoff_s
                 if not self.subscribers:
-                    return
+                    return  # idle; the next subscribe starts a new task
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+            if not self.subscribers:
+                return
 
     async def _session(self) -> None:
         client = self._connect()
@@ -149,6 +182,7 @@ class LiveHub:
             await pubsub.subscribe(ALERTS)
             if self.redis_up is False:
                 logger.info("live updates: Redis answers again")
+            self.failure = None
             self._set_up(True)
             idle_since: float | None = None
             loop = asyncio.get_running_loop()
@@ -194,7 +228,11 @@ class LiveHub:
             subscriber.offer(event)
 
     def dispatch(self, message: dict[str, Any]) -> int:
-        """Hand one pub/sub message to the clients it concerns; returns how many got it."""
+        """Hand one pub/sub message to the clients it concerns; returns how many got it.
+
+        Any message is survived: one that is no alert or snapshot of its channel, or that
+        fails in an unforeseen way, is left out and counted.
+        """
         if message.get("type") not in ("message", "pmessage"):
             return 0
         channel = message.get("channel")
@@ -204,22 +242,34 @@ class LiveHub:
         if not isinstance(channel, str) or not isinstance(data, bytes | str):
             return 0
         self.messages += 1
-        if channel == ALERTS:
-            if parse_alert(data) is None:
-                return 0
-            # Re-encoded: one line of JSON whatever the producer sent (SSE frames are lines).
-            event = ("alert", orjson.dumps(orjson.loads(data)))
-            targets = list(self.subscribers)
-        else:
-            parts = split_name(channel, UPDATES_CHANNEL_PREFIX)
-            if parts is None:
-                return 0
-            _window, segment = parts
-            decoded = decode_snapshot(data, as_published=True)
-            if decoded is None or not decoded[0].get("window"):
-                return 0
-            event = ("snapshot", orjson.dumps(decoded[0]))
-            targets = [s for s in self.subscribers if s.segment == segment]
+        try:
+            routed = self._route(channel, data)
+        except Exception:  # unforeseen: counted like any bad message, traceback at debug level
+            logger.debug("live updates: a message on %r failed", channel[:200], exc_info=True)
+            routed = None
+        if routed is None:
+            self.malformed.skipped("message", channel)
+            return 0
+        event, targets = routed
         for subscriber in targets:
             subscriber.offer(event)
         return len(targets)
+
+    def _route(self, channel: str, data: bytes | str) -> tuple[LiveEvent, list[Subscriber]] | None:
+        """The event and its clients; None if the message is not what its channel carries."""
+        if channel == ALERTS:
+            if parse_alert(data) is None:
+                return None
+            # Re-encoded: one line of JSON whatever the producer sent (SSE frames are lines).
+            return ("alert", orjson.dumps(orjson.loads(data))), list(self.subscribers)
+        parts = split_name(channel, UPDATES_CHANNEL_PREFIX)
+        if parts is None:
+            return None
+        window, segment = parts
+        decoded = decode_snapshot(data, as_published=True)
+        if decoded is None or not describes(decoded[0], window, segment):
+            return None
+        if decoded[1]:
+            self.malformed.skipped("field", channel, decoded[1])
+        targets = [s for s in self.subscribers if s.segment == segment]
+        return ("snapshot", orjson.dumps(decoded[0])), targets

@@ -7,22 +7,33 @@ The layouts are the contract's (section 5) and the publisher's:
   the snapshot as JSON;
 - ``kpi-alerts``: stream, each alert as JSON in field ``data``.
 
-Values are checked with the same code as ``kpi watch`` (``stream_app.published``): a field
-that is not what the contract says is left out, never passed on, and never fatal.
+Values are checked with the same code as ``kpi watch`` (``stream_app.published``), against
+the contract's models: a field that is not what the contract says is left out, a snapshot
+whose ``window`` or ``segment`` is not its key's, a history entry without a valid window end,
+an alert that is not one and a key that names no segment are left out whole. Never passed
+on, never fatal, each counted in ``kpi_dashboard_malformed_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from stream_app.published import decode_hash, decode_snapshot, parse_alert, parse_time
+from stream_app.metrics import MalformedReads
+from stream_app.published import (
+    decode_hash,
+    decode_snapshot,
+    describes,
+    is_segment,
+    parse_alert,
+    parse_time,
+)
 from stream_app.redis_keys import (
     ALERTS,
     SNAPSHOT_PATTERN,
@@ -62,8 +73,10 @@ class KpiReader:
         *,
         segments_ttl_s: float = SEGMENTS_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        malformed: MalformedReads | None = None,
     ) -> None:
         self.redis = redis
+        self.malformed = malformed or MalformedReads()
         self.windows = tuple(windows)
         self.segments_ttl_s = segments_ttl_s
         self._clock = clock
@@ -78,14 +91,19 @@ class KpiReader:
 
     async def snapshot(self, window: str, segment: str) -> Snapshot | None:
         """The current snapshot, or None when there is none (or nothing valid in it)."""
+        key = snapshot_key(window, segment)
         try:
-            fields = await self.redis.hgetall(snapshot_key(window, segment))
+            fields = await self.redis.hgetall(key)
         except ResponseError:  # WRONGTYPE: not a snapshot hash
             return None
         if not fields:
             return None
-        snapshot, _bad = decode_hash(fields, as_published=True)
-        return snapshot or None
+        snapshot, bad = decode_hash(fields, as_published=True)
+        if not describes(snapshot, window, segment):
+            self.malformed.skipped("snapshot", key)
+            return None
+        self.malformed.skipped("field", key, bad)
+        return snapshot
 
     async def previous(self, window: str, segment: str, before: str | None) -> Snapshot | None:
         """The history entry of the step before the window ending at ``before`` (RFC 3339)."""
@@ -98,13 +116,8 @@ class KpiReader:
             )
         except ResponseError:
             return None
-        for member in members:
-            if not isinstance(member, bytes | str):
-                continue
-            decoded = decode_snapshot(member, as_published=True)
-            if decoded is not None and decoded[0]:
-                return decoded[0]
-        return None
+        points = self._points(window, segment, members)
+        return points[0] if points else None
 
     async def snapshots(self, segment: str, windows: Sequence[str]) -> dict[str, Any]:
         """Per window: the current snapshot and the one of the previous step (or None)."""
@@ -144,18 +157,32 @@ class KpiReader:
             )
         except ResponseError:
             return []
-        keep = None if fields is None else (*POINT_META, *fields)
+        points = self._points(window, segment, reversed(members))
+        if fields is None:
+            return points
+        keep = (*POINT_META, *fields)
+        return [{name: point[name] for name in keep if name in point} for point in points]
+
+    def _points(self, window: str, segment: str, members: Iterable[Any]) -> list[Snapshot]:
+        """The history members that are this key's snapshots with a window end, in order."""
+        key = history_key(window, segment)
         points: list[Snapshot] = []
-        for member in reversed(members):
-            if not isinstance(member, bytes | str):
-                continue
-            decoded = decode_snapshot(member, as_published=True)
-            if decoded is None or "window_end" not in decoded[0]:
-                continue
-            point = decoded[0]
-            if keep is not None:
-                point = {name: point[name] for name in keep if name in point}
-            points.append(point)
+        skipped = fields = 0
+        for member in members:
+            decoded = (
+                decode_snapshot(member, as_published=True)
+                if isinstance(member, bytes | str)
+                else None
+            )
+            if decoded is None or not describes(decoded[0], window, segment):
+                skipped += 1
+            elif "window_end" not in decoded[0]:
+                skipped += 1  # a chart point needs its time
+            else:
+                points.append(decoded[0])
+                fields += decoded[1]
+        self.malformed.skipped("history", key, skipped)
+        self.malformed.skipped("field", key, fields)
         return points
 
     async def segments(self) -> list[str]:
@@ -172,17 +199,20 @@ class KpiReader:
     async def _scan_segments(self) -> list[str]:
         windows = set(self.windows)
         found: set[str] = set()
+        malformed: list[str] = []
         async for key in self.redis.scan_iter(
             match=SNAPSHOT_PATTERN, count=_SCAN_COUNT, _type="hash"
         ):
-            parts = split_name(_text(key), SNAPSHOT_PREFIX)
-            if parts is None:
-                continue
-            window, segment = parts
-            if window in windows and segment:
-                found.add(segment)
+            name = _text(key)
+            parts = split_name(name, SNAPSHOT_PREFIX)
+            if parts is None or not is_segment(parts[1]):
+                malformed.append(name)
+            elif parts[0] in windows:
+                found.add(parts[1])
                 if len(found) >= MAX_SEGMENTS:
                     break
+        if malformed:
+            self.malformed.skipped("key", malformed[0], len(malformed))
         return sorted(found, key=segment_order)
 
     async def alerts(self, limit: int) -> list[dict[str, Any]]:
@@ -192,11 +222,14 @@ class KpiReader:
         except ResponseError:  # not a stream
             return []
         alerts: list[dict[str, Any]] = []
+        skipped = 0
         for _entry_id, fields in entries or []:
             data = (fields or {}).get(b"data")
             if data is None or parse_alert(data) is None:
+                skipped += 1
                 continue
             alerts.append(orjson.loads(data))
+        self.malformed.skipped("alert", ALERTS, skipped)
         return alerts
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from stream_app.cliutil import with_signals
+from stream_app.metrics import MalformedReads
 from stream_app.redaction import redacted
 from stream_app.settings import Settings
 
@@ -54,9 +55,11 @@ def redis_client(settings: Settings, url: str | None = None) -> aioredis.Redis:
     )
 
 
-def live_hub(settings: Settings, redis_url: str | None = None) -> LiveHub:
+def live_hub(
+    settings: Settings, redis_url: str | None = None, *, malformed: MalformedReads | None = None
+) -> LiveHub:
     """The live-update hub; it opens its own Redis connection while clients listen."""
-    return LiveHub(lambda: redis_client(settings, redis_url))
+    return LiveHub(lambda: redis_client(settings, redis_url), malformed=malformed)
 
 
 def build_api(
@@ -86,10 +89,16 @@ def standalone_app(
 ) -> web.Application:
     """The aiohttp application of ``kpi dashboard``."""
     windows = [w.name for w in settings.windows]
-    reader = KpiReader(redis_client(settings, redis_url), windows, segments_ttl_s=segments_ttl_s)
-    hub = live_hub(settings, redis_url)
-    health = DashboardHealth(reader, lambda: hub.clients)
     registry = CollectorRegistry(auto_describe=True)
+    malformed = MalformedReads(registry)
+    reader = KpiReader(
+        redis_client(settings, redis_url),
+        windows,
+        segments_ttl_s=segments_ttl_s,
+        malformed=malformed,
+    )
+    hub = live_hub(settings, redis_url, malformed=malformed)
+    health = DashboardHealth(reader, hub)
     api = build_api(settings, reader=reader, hub=hub, health=health, registry=registry)
     app = web.Application()
     install(app, api)

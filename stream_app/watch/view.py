@@ -21,7 +21,14 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_app.kpis.registry import KPI_BY_NAME, KPIS, names_for, segment_kind
-from stream_app.published import AlertRow, decode_hash, decode_snapshot, kpi_kind, parse_alert
+from stream_app.published import (
+    AlertRow,
+    decode_hash,
+    decode_snapshot,
+    describes,
+    kpi_kind,
+    parse_alert,
+)
 from stream_app.redis_keys import ALERTS, UPDATES_CHANNEL_PREFIX, snapshot_key, split_name
 
 logger = logging.getLogger(__name__)
@@ -91,11 +98,12 @@ class WatchState:
         if window not in self.views or not fields:
             return False
         snapshot, bad = decode_hash(fields)
-        if bad:
-            key = snapshot_key(window, self.segment)
-            logger.warning("%s has %d malformed field(s); they are skipped", key, bad)
-        if not snapshot:
+        key = snapshot_key(window, self.segment)
+        if not describes(snapshot, window, self.segment):
+            logger.warning("%s is not a snapshot of its window and segment; skipped", key)
             return False
+        if bad:
+            logger.warning("%s has %d malformed field(s); they are skipped", key, bad)
         return self.views[window].update(snapshot, bad)
 
     def apply_message(self, channel: str, data: bytes | str) -> bool:
@@ -107,16 +115,13 @@ class WatchState:
         if segment != self.segment or window not in self.views:
             return False
         decoded = decode_snapshot(data)
-        if decoded is None:
+        if decoded is None or not describes(decoded[0], window, segment):
             self.malformed_messages += 1
-            logger.warning("skipped a message on %s that is not a JSON object", channel)
+            logger.warning("skipped a message on %s that is not a snapshot of it", channel)
             return False
         snapshot, bad = decoded
         if bad:
             logger.warning("a snapshot on %s has %d malformed field(s); skipped", channel, bad)
-        if not snapshot:
-            self.malformed_messages += 1
-            return False
         return self.views[window].update(snapshot, bad)
 
     def apply_alert(self, data: bytes | str) -> bool:
