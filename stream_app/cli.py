@@ -194,31 +194,19 @@ def _arm_shutdown_watchdog(grace_s: float, then: Callable[[], NoReturn] = _exit_
 
 
 def _wait_for_topics(settings: Settings, timeout_s: float) -> None:
-    """Create the contract's topics, retrying while the broker is still starting."""
-    from aiokafka.errors import KafkaError
+    """Create the contract's topics, waiting for the broker while it starts."""
+    from stream_app.kafka import NoBrokerError, wait_for_topics
 
-    from stream_app.kafka import ensure_topics
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            report = asyncio.run(ensure_topics(settings))
-        except (KafkaError, OSError) as exc:
-            if time.monotonic() >= deadline:
-                raise SystemExit(
-                    f"kpi: no Kafka broker answers at {settings.kafka_bootstrap_servers} "
-                    f"({exc.__class__.__name__}: {exc})"
-                ) from None
-            logger.info("waiting for Kafka at %s ...", settings.kafka_bootstrap_servers)
-            time.sleep(1.0)
-            continue
-        if report.mismatched:
-            names = ", ".join(f"{name} ({count})" for name, count in report.mismatched)
-            raise SystemExit(
-                f"kpi: input topics must have {settings.topic_partitions} partitions "
-                f"(KPI_TOPIC_PARTITIONS), found {names}"
-            )
-        return
+    try:
+        report = wait_for_topics(settings, timeout_s)
+    except NoBrokerError as exc:
+        raise SystemExit(f"kpi: {exc}") from None
+    if report.mismatched:
+        names = ", ".join(f"{name} ({count})" for name, count in report.mismatched)
+        raise SystemExit(
+            f"kpi: input topics must have {settings.topic_partitions} partitions "
+            f"(KPI_TOPIC_PARTITIONS), found {names}"
+        )
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
@@ -268,7 +256,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         else:
             local = local_redis_port(redis_url)
             if local is None:
-                raise DevStackError(f"no Redis answers at {redis_url}")
+                raise DevStackError(f"no Redis answers at {redacted(redis_url)}")
             redis_url = stack.start_redis(local[1], "127.0.0.1")
             logger.info("private redis-server on %s (not persistent)", redis_url)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -15,6 +18,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExist
 from aiokafka.helpers import create_ssl_context
 
 from schemas import TOPIC_SUFFIXES, EventType
+from stream_app.backoff import Backoff
 from stream_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -166,6 +170,69 @@ async def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> TopicRe
         return TopicReport(created=tuple(missing), mismatched=mismatched)
     finally:
         await admin.close()
+
+
+# What to do when no broker answers, in every message that says so.
+NO_BROKER_CURE = "start one with `kpi dev`, or set KPI_KAFKA_BOOTSTRAP_SERVERS"
+
+
+class NoBrokerError(Exception):
+    """No broker answered within the wait; the message names the address and the cure."""
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as ``Class: message``, the class once (aiokafka's own ``str`` has it)."""
+    name, text = exc.__class__.__name__, str(exc)
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+def wait_for_topics(
+    settings: Settings,
+    timeout_s: float,
+    *,
+    backoff: Backoff | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TopicReport:
+    """``ensure_topics``, retried with backoff while no broker answers; ``NoBrokerError`` after
+    ``timeout_s``. One log line at most every few seconds, naming the cure."""
+    backoff = backoff or Backoff(timeout_s)
+    servers = settings.kafka_bootstrap_servers
+    while True:
+        try:
+            # aiokafka logs an ERROR per failed connection: this loop's line says it instead.
+            with _quiet("aiokafka"):
+                return asyncio.run(ensure_topics(settings))
+        except (KafkaError, OSError) as exc:
+            step = backoff.failed()
+            if step.give_up:
+                raise NoBrokerError(
+                    f"no Kafka broker answers at {servers} after {step.elapsed_s:.0f}s and "
+                    f"{step.attempt} attempts ({error_text(exc)}): {NO_BROKER_CURE}"
+                ) from None
+            if step.report:
+                logger.warning(
+                    "waiting for a Kafka broker at %s (attempt %d, %.0fs so far: %s); "
+                    "retrying in %.1fs; %s",
+                    servers,
+                    step.attempt,
+                    step.elapsed_s,
+                    error_text(exc),
+                    step.wait_s,
+                    NO_BROKER_CURE,
+                )
+            sleep(step.wait_s)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only CRITICAL records of logger ``name`` (and its children) while inside."""
+    quieted = logging.getLogger(name)
+    level = quieted.level
+    quieted.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        quieted.setLevel(level)
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:

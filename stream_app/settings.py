@@ -22,6 +22,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as EnvParseError
 
+from stream_app.redaction import redis_url_problem
+
 ENV_PREFIX = "KPI_"
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
@@ -225,6 +227,11 @@ class Settings(BaseSettings):
         if not servers:
             raise ValueError("at least one host:port is required")
         for server in servers:
+            if "@" in server:  # aiokafka takes no credentials here; never echo them
+                raise ValueError(
+                    "no user or password in the address: set KPI_KAFKA_SASL_USERNAME and "
+                    "KPI_KAFKA_SASL_PASSWORD"
+                )
             host, sep, port = server.rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
@@ -233,8 +240,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        problem = redis_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("windows")

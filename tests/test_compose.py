@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from dotenv import dotenv_values
 from pydantic import SecretStr
 
 from stream_app.settings import ENV_PREFIX, Settings, load_settings
@@ -33,6 +34,11 @@ SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN")
 # Worker settings that the deployment itself pins (volume path, store, web server that the
 # port mapping and healthcheck use); every other KPI_* variable must be overridable.
 PINNED_WORKER_SETTINGS = {"KPI_DATA_DIR", "KPI_STORE", "KPI_WEB_HOST", "KPI_WEB_PORT"}
+PINNED_SETTINGS = {
+    "worker": PINNED_WORKER_SETTINGS,
+    "dashboard": {"KPI_WEB_HOST", "KPI_WEB_PORT"},
+}
+README = ROOT / "README.md"
 REQUIRED_WORKER_SETTINGS = {
     "KPI_KAFKA_BOOTSTRAP_SERVERS",
     "KPI_REDIS_URL",
@@ -139,6 +145,13 @@ def resolved_app_env(service: Mapping[str, Any], shell: Mapping[str, str]) -> di
         for var, value in environment(service).items()
         if value is not None and var.startswith(ENV_PREFIX)
     }
+
+
+def readme_settings() -> list[str]:
+    """The variables of the README's settings table (section "Configuration"), in order."""
+    section = README.read_text(encoding="utf-8").split("\n## Configuration\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return re.findall(r"^\| `(KPI_[A-Z0-9_]+)` \|", section, flags=re.MULTILINE)
 
 
 def parse_dockerfile(text: str) -> list[tuple[str, str]]:
@@ -483,6 +496,68 @@ def test_dotenv_values_reach_the_worker(
     assert settings.bootstrap_servers == ["broker-1:9092", "broker-2:9092"]
     assert settings.redis_password is not None
     assert settings.redis_password.get_secret_value() == "from-the-environment"
+
+
+def test_the_readme_table_lists_exactly_the_settings() -> None:
+    documented = readme_settings()
+    assert len(documented) == len(set(documented)), "a setting is listed twice"
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    assert not fields - set(documented), f"README table lacks {sorted(fields - set(documented))}"
+    assert not set(documented) - fields, f"README lists non-settings {set(documented) - fields}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_documented_setting_reaches_the_app_services(
+    services: dict[str, Any], name: str
+) -> None:
+    """Each setting of the README table set in `.env` or the shell arrives in the container,
+    unless the service pins it (and then it is set to the pinned value)."""
+    documented = readme_settings()
+    assert len(documented) > 50
+    shell = {var: f"from-dotenv-{var.lower()}" for var in documented}
+    env = resolved_app_env(services[name], shell)
+    pinned = PINNED_SETTINGS[name]
+    dropped = [var for var in documented if var not in pinned and env.get(var) != shell[var]]
+    assert not dropped, f"{name}: these settings from .env or the shell never reach it: {dropped}"
+    for var in pinned:
+        assert var in env, f"{name}: pins {var} but does not set it"
+        assert env[var] != shell[var], f"{name}: {var} is pinned, .env must not change it"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_a_dotenv_file_configures_the_containers(
+    services: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Settings the compose file once dropped, from a real `.env`, load in the container."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "KPI_ALERT_WEBHOOKS=https://hooks.example.com/a?token=x,https://hooks.example.com/b\n"
+        "KPI_ALERT_RULES_FILE=/config/alerts.toml\n"
+        "KPI_CHURN_MIN_COUNT=9\n"
+        "KPI_CHURN_Z_THRESHOLD=4\n"
+        'KPI_WINDOWS=\'[{"name":"1h","size":"1h","step":"5m"}]\'\n'
+        "KPI_KAFKA_SECURITY_PROTOCOL=SSL\n"
+        "KPI_KAFKA_SSL_CAFILE=/certs/ca.pem\n"
+        "KPI_KAFKA_SSL_KEY_PASSWORD=key-secret\n"
+        "KPI_HEALTH_STALL_AFTER=5m\n",
+        encoding="utf-8",
+    )
+    shell = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
+    container = tmp_path / "container"
+    container.mkdir()
+    settings = settings_from_container_env(
+        resolved_app_env(services[name], shell), monkeypatch, container
+    )
+    assert [url.get_secret_value() for url in settings.alert_webhooks][1] == (
+        "https://hooks.example.com/b"
+    )
+    assert settings.alert_rules_file == Path("/config/alerts.toml")
+    assert settings.churn_min_count == 9
+    assert settings.churn_z_threshold == 4.0
+    assert [window.name for window in settings.windows] == ["1h"]
+    assert settings.kafka_ssl_cafile == Path("/certs/ca.pem")
+    assert settings.kafka_ssl_key_password is not None
+    assert settings.health_stall_after.total_seconds() == 300
 
 
 # ---------------------------------------------------------------------------------------

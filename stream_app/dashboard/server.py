@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_app.cliutil import with_signals
 from stream_app.metrics import MalformedReads
-from stream_app.redaction import redacted
+from stream_app.redaction import redacted, redis_url_option
 from stream_app.settings import Settings
 
 from .api import DashboardApi, install
@@ -135,7 +135,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="port to listen on (default: KPI_WEB_PORT, 6066 unless configured)",
     )
     parser.add_argument(
-        "--redis-url", default=None, metavar="URL", help="read this Redis instead of KPI_REDIS_URL"
+        "--redis-url",
+        default=None,
+        type=redis_url_option,
+        metavar="URL",
+        help="read this Redis instead of KPI_REDIS_URL",
     )
     parser.set_defaults(func=run)
 
@@ -144,10 +148,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; exit 2 when the address cannot be bound."""
     host = args.host if args.host is not None else settings.web_host
     port = args.port if args.port is not None else settings.web_port
-    url = args.redis_url or settings.redis_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        logger.error("dashboard: --redis-url must start with redis://, rediss:// or unix://")
-        return EXIT_ERROR
     try:
         return asyncio.run(_serve(settings, host, port, args.redis_url))
     except KeyboardInterrupt:

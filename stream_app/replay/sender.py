@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas import EventType
+from stream_app.kafka import error_text
 from stream_app.replay.records import SourceError, SourceItem, Unroutable
 from stream_app.settings import Settings
 
@@ -154,7 +155,7 @@ async def send_records(
                 progress.update(result.sent + len(pending), position())
         await settle()
     except KafkaError as exc:
-        result.error = f"{exc.__class__.__name__}: {exc}"
+        result.error = error_text(exc)
         logger.error("sending to Kafka failed after %d records: %s", result.sent, result.error)
     except SourceError as exc:
         # The file broke off mid-way (bad encoding, NUL byte): keep what was already sent.

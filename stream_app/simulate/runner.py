@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream_app.eventlog import write_log
-from stream_app.kafka import aiokafka_options, input_topics
+from stream_app.kafka import aiokafka_options, error_text, input_topics
 from stream_app.settings import Settings
 from stream_app.simulate.faults import Emission
 from stream_app.simulate.model import Simulation
@@ -285,7 +285,7 @@ async def send_to_kafka(
                 progress.update(sent + len(pending), simulation.moment(emission.stream_ms))
         sent += await settle()
     except KafkaError as exc:
-        error = f"{exc.__class__.__name__}: {exc}"
+        error = error_text(exc)
         logger.error("sending to Kafka failed after %d records: %s", sent, error)
     finally:
         with contextlib.suppress(KafkaError):

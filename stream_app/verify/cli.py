@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stream_app.cliutil import non_negative
-from stream_app.redaction import redacted
+from stream_app.redaction import redacted, redis_url_option
 from stream_app.settings import Settings
 from stream_app.verify.compare import (
     ABSENT,
@@ -62,6 +62,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--redis-url",
         default=None,
+        type=redis_url_option,
         help="Redis to check (default: KPI_REDIS_URL)",
     )
     parser.add_argument(

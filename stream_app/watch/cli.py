@@ -19,7 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 from rich.console import Console
 from rich.measure import Measurement
 
-from stream_app.redaction import redacted
+from stream_app.redaction import redacted, redis_url_option
 from stream_app.redis_keys import ALERTS, segment_updates_pattern, snapshot_key
 from stream_app.settings import Settings
 from stream_app.watch.view import ALERT_FEED, WatchState, render
@@ -151,6 +151,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--redis-url",
         default=None,
+        type=redis_url_option,
         metavar="URL",
         help="read this Redis instead of KPI_REDIS_URL",
     )
@@ -308,9 +309,6 @@ def build_state(settings: Settings, args: argparse.Namespace, source: str) -> Wa
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``kpi watch``; see the exit status in ``kpi watch --help``."""
     url = args.redis_url or settings.redis_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        logger.error("watch: --redis-url must start with redis://, rediss:// or unix://")
-        return EXIT_ERROR
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     state = build_state(settings, args, redacted(url))
     connect = client_factory(url, password)
