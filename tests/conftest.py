@@ -72,6 +72,15 @@ def redis_url(artifacts_dir: Path) -> Iterator[str]:
     stack.stop()
 
 
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of the test's own, empty, for tests that check what Redis holds."""
+    stack = DevStack(log_dir=tmp_path / "redis")
+    url = stack.start_redis(free_port())
+    yield url
+    stack.stop()
+
+
 def unique_name(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:10]}"
 

@@ -13,9 +13,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -24,7 +23,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Alert
-from stream_app.devstack import DevStack, free_port
+from stream_app.devstack import free_port
 from stream_app.eventlog import LogRecord
 from stream_app.kafka import ensure_topics
 from stream_app.redis_keys import ALERT_STATE, ALERTS
@@ -39,14 +38,6 @@ from tests.conftest import StackEnv, WorkerProcess, produce, stack_settings
 pytestmark = pytest.mark.integration
 
 SPIKE_AT = DEFAULT_START + timedelta(days=2, hours=12)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[str]:
-    stack = DevStack(log_dir=tmp_path / "redis")
-    url = stack.start_redis(free_port())
-    yield url
-    stack.stop()
 
 
 def spike_records() -> list[LogRecord]:

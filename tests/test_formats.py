@@ -56,14 +56,19 @@ def test_a_layout_migration_maps_counts_by_name() -> None:
 def _log_of(batches: list[list[Any]], *, marker_format: int | None) -> Log:
     """A changelog of ``batches``, one checkpoint each, with markers in ``marker_format``.
 
-    None writes markers without a version field, as format 1 did.
+    None writes markers without a version field, as format 1 did. Window-sum vectors are
+    written in that format's layout (``LAYOUTS``), as a worker of that format wrote them.
     """
     state = PartitionState(0, SETTINGS, _clock)
+    layout = formats.LAYOUTS.get(1 if marker_format is None else marker_format, BASE_COUNTS)
+    to_layout = layout_migration(BASE_COUNTS, layout)
     log: Log = []
     for seq, batch in enumerate(batches, start=1):
         state.ingest(batch)
         tag, records = checkpoint_records(state.checkpoint(), "g1", seq)
         for key, value in records:
+            if key.startswith(PARTIAL_PREFIX) and value is not None and to_layout is not None:
+                value = orjson.dumps(to_layout(orjson.loads(value)))
             if key.startswith(MARKER_PREFIX) and value is not None:
                 marker = orjson.loads(value)
                 del marker["v"]
@@ -96,12 +101,7 @@ def test_a_format_1_changelog_with_another_layout_is_migrated(
     reversed_layout = tuple(reversed(BASE_COUNTS))
     monkeypatch.setitem(formats.LAYOUTS, 1, reversed_layout)  # type: ignore[index]
     batches = _batches(3)
-    log = [
-        (key, orjson.dumps(orjson.loads(value)[::-1]), tag)
-        if key.startswith(PARTIAL_PREFIX) and value is not None
-        else (key, value, tag)
-        for key, value, tag in _log_of(batches, marker_format=None)
-    ]
+    log = _log_of(batches, marker_format=None)  # vectors written in the reversed layout
     assert any(key.startswith(PARTIAL_PREFIX) for key, _value, _tag in log)
     assert _view(_recover(log)) == _reference(batches)
 
@@ -126,7 +126,10 @@ def test_a_marker_whose_format_is_no_number_is_refused(bad: object) -> None:
 
 
 def _update(version: int | None) -> dict[str, Any]:
-    message: dict[str, Any] = {"src": 1, "wm": 10, "seg": "all", "e": [["1h", 3, [1] * 18]]}
+    """One entry in ``version``'s layout: 1 for every count format 1 had, else 0."""
+    layout = LAYOUTS[1 if version is None else min(version, FORMAT)]
+    vector = [1 if name in LAYOUTS[1] else 0 for name in layout]
+    message: dict[str, Any] = {"src": 1, "wm": 10, "seg": "all", "e": [["1h", 3, vector]]}
     if version is not None:
         message["v"] = version
     return message
@@ -144,7 +147,11 @@ def test_the_segment_stage_reads_format_1_messages_and_table_entries() -> None:
     assert persisted["v"] == FORMAT
     from_current, from_format_1 = SegmentStore(), SegmentStore()
     from_current.load_chunk("all|1|1h|0", persisted, 0)
-    from_format_1.load_chunk("all|1|1h|0", persisted["e"], 0)  # format 1 stored the entries
+    to_format_1 = layout_migration(BASE_COUNTS, LAYOUTS[1])
+    assert to_format_1 is not None
+    # Format 1 stored the entries themselves, in its own layout.
+    entries_1 = {k: to_format_1(vector) for k, vector in persisted["e"].items()}
+    from_format_1.load_chunk("all|1|1h|0", entries_1, 0)
     assert list(from_current.aggregates["all"].totals["1h"].entries()) == expected
     assert list(from_format_1.aggregates["all"].totals["1h"].entries()) == expected
 

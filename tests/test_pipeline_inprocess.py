@@ -12,6 +12,7 @@ import pytest
 
 from stream_app.customers.partition import PartitionState, RawMessage
 from stream_app.eventlog import LogRecord
+from stream_app.kpis.formats import FORMAT
 from stream_app.kpis.windows import Spec
 from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
@@ -152,8 +153,8 @@ def test_pipeline_matches_the_reference(seed: int, count: int, days: int, batch:
 def test_watermark_ticks_say_which_sources_are_catching_up() -> None:
     from stream_app.customers.partition import watermark_tick
 
-    assert orjson.loads(watermark_tick(2, 5_000, False)) == {"v": 2, "src": 2, "wm": 5_000}
-    tick = {"v": 2, "src": 2, "wm": 5_000, "cu": True}
+    assert orjson.loads(watermark_tick(2, 5_000, False)) == {"v": FORMAT, "src": 2, "wm": 5_000}
+    tick = {"v": FORMAT, "src": 2, "wm": 5_000, "cu": True}
     assert orjson.loads(watermark_tick(2, 5_000, True)) == tick
     store = SegmentStore()
     store.apply_update(orjson.loads(watermark_tick(2, 5_000, True)), 0)
@@ -172,7 +173,7 @@ def test_watermark_ticks_say_when_a_backlog_expects_to_end() -> None:
     from stream_app.customers.partition import watermark_tick
 
     tick = orjson.loads(watermark_tick(2, 5_000, True, 1.25))
-    assert tick == {"v": 2, "src": 2, "wm": 5_000, "cu": True, "eta_ms": 1250}
+    assert tick == {"v": FORMAT, "src": 2, "wm": 5_000, "cu": True, "eta_ms": 1250}
     assert "eta_ms" not in orjson.loads(watermark_tick(2, 5_000, False, 1.25))
     now = [50.0]
     store = SegmentStore(monotonic=lambda: now[0])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,7 +11,6 @@ import redis
 import redis.asyncio as aioredis
 
 from stream_app.customers.partition import PartitionState, RawMessage, watermark_tick
-from stream_app.devstack import DevStack, free_port
 from stream_app.metrics import Metrics
 from stream_app.publishing.publisher import (
     HISTORY_BUDGET_CATCHING_UP,
@@ -29,14 +26,6 @@ from stream_app.settings import Settings
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 2, 9, 0, 10, tzinfo=UTC)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[str]:
-    stack = DevStack(log_dir=tmp_path / "redis")
-    url = stack.start_redis(free_port())
-    yield url
-    stack.stop()
 
 
 async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> None:

@@ -31,6 +31,7 @@ enum {
     L_DETRACTORS,
     L_CSAT,
     L_SATISFIED,
+    L_IGNORED_CANCEL,
     L_COUNT
 };
 static Py_ssize_t layout[L_COUNT];
@@ -339,14 +340,20 @@ static PyObject *fold_impl(PyObject *state, PyObject *events, long long attribut
                     if (failed) goto fail;
                 }
             }
-        } else if (rank == CANCELLATION && active) {
+        } else if (rank == CANCELLATION) {
+            int was_active = active;
             active = 0;
             if (with_facts) {
                 PyObject *segments[2] = {s_all, by_region};
                 for (int i = 0; i < 2; i++) {
                     PyObject *vector = point(points, segments[i], t_floor);
-                    if (vector == NULL || vadd(vector, L[L_CHURNED], sign) < 0 ||
-                        span_add(spans, PyTuple_Pack(3, s_act, segments[i], t_floor), -sign) < 0)
+                    if (vector == NULL) goto fail;
+                    if (!was_active) {
+                        /* Ignored, but an event of its segments (fold_python says why). */
+                        if (vadd(vector, L[L_IGNORED_CANCEL], sign) < 0) goto fail;
+                    } else if (vadd(vector, L[L_CHURNED], sign) < 0 ||
+                               span_add(spans, PyTuple_Pack(3, s_act, segments[i], t_floor),
+                                        -sign) < 0)
                         goto fail;
                 }
             }
@@ -418,7 +425,7 @@ static const char *const LAYOUT_NAMES[L_COUNT] = {
     NULL, "new_customers", "churned_customers", "orders", "purchasing_customers",
     "revenue_micros", "clicks", "spend_micros", "converted_clicks",
     "attributed_revenue_micros", "nps_responses", "promoters", "passives", "detractors",
-    "csat_responses", "csat_satisfied",
+    "csat_responses", "csat_satisfied", "ignored_cancellations",
 };
 
 static PyObject *configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {

@@ -39,6 +39,7 @@ _PASSIVES = BASE_INDEX["passives"]
 _DETRACTORS = BASE_INDEX["detractors"]
 _CSAT = BASE_INDEX["csat_responses"]
 _SATISFIED = BASE_INDEX["csat_satisfied"]
+_IGNORED_CANCEL = BASE_INDEX["ignored_cancellations"]
 _WIDTH = len(BASE_COUNTS)
 
 # A stored event: [t_us, rank, event_id, *payload]; lists so that they sort and serialise.
@@ -192,13 +193,19 @@ def fold_python(
                 for segment in ("all", by_region):
                     key = ("act", segment, tc)
                     spans[key] = get(key, 0) + sign
-        elif rank == CANCELLATION and active:
-            active = False
-            for segment in ("all", by_region):
-                vector = points[(segment, tc)]
-                vector[_CHURNED] += sign
-                key = ("act", segment, tc)
-                spans[key] = get(key, 0) - sign
+        elif rank == CANCELLATION:
+            if active:
+                active = False
+                for segment in ("all", by_region):
+                    vector = points[(segment, tc)]
+                    vector[_CHURNED] += sign
+                    key = ("act", segment, tc)
+                    spans[key] = get(key, 0) - sign
+            else:
+                # Ignored, yet an event of its segments: counted so they exist (and stop
+                # existing when a refold makes it effective elsewhere).
+                for segment in ("all", by_region):
+                    points[(segment, tc)][_IGNORED_CANCEL] += sign
     return [active, region, campaign, click, prev]
 
 

@@ -37,6 +37,10 @@ BASE_COUNTS: tuple[str, ...] = (
     "detractors",
     "csat_responses",
     "csat_satisfied",
+    # Cancellations of a customer who was not active: they change nothing, but they are
+    # events of their segments, which exist because of them (docs/metrics.md, Segments).
+    # No KPI reads it; it keeps such a segment's window sums from being all zero.
+    "ignored_cancellations",
 )
 BASE_INDEX: dict[str, int] = {name: i for i, name in enumerate(BASE_COUNTS)}
 

@@ -59,6 +59,11 @@ def rfc3339(t_us: int) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _stamp(moment: datetime) -> str:
+    """``updated_at`` as snapshots carry it: RFC 3339 in UTC with ``Z``."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 @dataclass
 class _Published:
     """What was last published for one window and segment, and what is still owed."""
@@ -123,11 +128,16 @@ class Publisher:
         updated_at = self.clock()
         owned = self.owned()
         work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]] = []
+        retiring: list[SegmentAggregate] = []
         budget = HISTORY_BUDGET_PER_TICK
         backlog_budget = HISTORY_BUDGET_CATCHING_UP
         for aggregate in self.store.owned(owned):
             watermark = self.store.watermark(aggregate.partition)
             if watermark is None:
+                continue
+            if aggregate.is_empty():
+                if self._retirement_due(aggregate.segment, now):
+                    retiring.append(aggregate)
                 continue
             catching_up = self.store.is_catching_up(aggregate.partition)
             for spec in self.specs:
@@ -143,10 +153,12 @@ class Publisher:
                     if catching_up:
                         backlog_budget -= len(item[5])
                     work.append(item)
-        if not work:
+        if not work and not retiring:
             return 0
         try:
-            sent = await self._write(work, updated_at, now)
+            sent = await self._write(work, updated_at, now) if work else 0
+            if retiring:
+                sent += await self._retire(retiring, updated_at)
         except (RedisError, OSError) as exc:
             if self.pending_since is None:
                 self.pending_since = now
@@ -299,20 +311,68 @@ class Publisher:
                 )  # fmt: skip
             if vector is not None:
                 snapshot = self._snapshot(aggregate, spec, k, watermark, at)
-                data = orjson.dumps(snapshot)
                 pipe.hset(
                     snapshot_key(spec.name, segment),
                     mapping={field: orjson.dumps(value) for field, value in snapshot.items()},
                 )
-                pipe.publish(updates_channel(spec.name, segment), data)
-                pipe.xadd(
-                    UPDATES_STREAM,
-                    {"data": data},
-                    maxlen=self.settings.stream_maxlen,
-                    approximate=True,
-                )
-                outgoing.append((f"{spec.name}:{segment}".encode(), data))
+                self._announce(pipe, outgoing, snapshot)
         return pipe, outgoing
+
+    def _announce(
+        self, pipe: Pipeline, outgoing: list[tuple[bytes, bytes]], snapshot: dict[str, Any]
+    ) -> None:
+        """A new snapshot to the pub/sub channel and the stream, and queued for Kafka."""
+        window, segment = snapshot["window"], snapshot["segment"]
+        data = orjson.dumps(snapshot)
+        pipe.publish(updates_channel(window, segment), data)
+        pipe.xadd(UPDATES_STREAM, {"data": data}, maxlen=self.settings.stream_maxlen,
+                  approximate=True)  # fmt: skip
+        outgoing.append((f"{window}:{segment}".encode(), data))
+
+    def _retirement_due(self, segment: str, now: float) -> bool:
+        """Whether every window of an empty segment may go out again (once per interval)."""
+        for spec in self.specs:
+            published = self._published.get((segment, spec.name))
+            if published is not None and now - published.at + 1e-6 < self.interval_s:
+                return False
+        return True
+
+    async def _retire(self, aggregates: list[SegmentAggregate], updated_at: datetime) -> int:
+        """Retire segments left without any count (a refold moved them all elsewhere).
+
+        Each window's last snapshot (all zeros, which is what the segment now holds) goes to
+        the channel, the stream and Kafka like any other, so live views see the change; then
+        its hash and history are deleted, so the segment leaves every list of segments (a
+        SCAN of ``kpi:*``) instead of showing zeros forever. An event that falls in it later
+        brings it back, with its whole history.
+        """
+        at = _stamp(updated_at)
+        pipe = self.redis.pipeline(transaction=False)
+        outgoing: list[tuple[bytes, bytes]] = []
+        for aggregate in aggregates:
+            watermark = self.store.watermark(aggregate.partition)
+            assert watermark is not None  # planned with one, and nothing awaited since
+            for spec in self.specs:
+                if spec.name in aggregate.totals:
+                    k = spec.current_index(watermark)
+                    self._announce(
+                        pipe, outgoing, self._snapshot(aggregate, spec, k, watermark, at)
+                    )
+                # Deleted whichever worker wrote them: ownership may have moved since.
+                segment = aggregate.segment
+                pipe.delete(snapshot_key(spec.name, segment), history_key(spec.name, segment))
+        await pipe.execute()
+        for payload_key, data in outgoing:
+            await self.kafka_send(payload_key, data)
+        for aggregate in aggregates:
+            for spec in self.specs:
+                self._published.pop((aggregate.segment, spec.name), None)
+            # Counts that arrived meanwhile keep it: without ``_published`` it is written
+            # again whole at the next tick.
+            if self.store.retire(aggregate):
+                logger.info("segment %s has no counts left: retired", aggregate.segment)
+        self.metrics.snapshots.inc(len(outgoing))
+        return len(outgoing)
 
     def _history_commands(
         self,
@@ -347,7 +407,7 @@ class Publisher:
         updated_at: datetime,
         tick_at: float,
     ) -> int:
-        at = updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        at = _stamp(updated_at)
         written: list[int] = []
         for item in work:
             watermark = self.store.watermark(item[0].partition)

@@ -62,6 +62,14 @@ class SegmentAggregate:
                 totals.add(k, metric, value)
         return True
 
+    def is_empty(self) -> bool:
+        """No source holds a non-zero entry: no event of the segment is left in any window.
+
+        A refold can leave a segment so (a late signup moves a customer's counts from
+        ``region:unknown`` to their region): it is then retired (docs/architecture.md).
+        """
+        return not any(self.sources.values())
+
     def keys_of(self, spec_name: str, source: int) -> list[int]:
         return list(self.sources.get((spec_name, source), {}))
 
@@ -174,6 +182,13 @@ class SegmentStore:
         aggregate = self.aggregate(segment, partition)
         for k, vector in entries.items():
             aggregate.set_entry(spec_name, source, int(k), migrated(vector, how))
+
+    def retire(self, aggregate: SegmentAggregate) -> bool:
+        """Forget an empty segment; False if it is not that one or holds counts again."""
+        if self.aggregates.get(aggregate.segment) is not aggregate or not aggregate.is_empty():
+            return False
+        del self.aggregates[aggregate.segment]
+        return True
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         gone = set(partitions)

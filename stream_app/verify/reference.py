@@ -254,6 +254,9 @@ def _signup(customer: _Customer, event: Signup, time_us: int, facts: Facts) -> N
 
 def _cancellation(customer: _Customer, time_us: int, facts: Facts) -> None:
     if not customer.active:
+        # Ignored by the rules, but still an event in its segment region (contract section
+        # 4, "segment region of each event"): the engine counts it so the segment exists.
+        facts.add([ALL_SEGMENT, region_segment(customer.region)], "ignored_cancellations", time_us)
         return
     customer.active = False
     # The region is kept: while a customer is active it cannot change, so the -1 lands in the
