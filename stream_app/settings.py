@@ -45,7 +45,8 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 def split_urls(value: Any) -> Any:
-    """``KPI_ALERT_WEBHOOKS``, ``KPI_CORS_ORIGINS``: separated by commas or whitespace, or JSON."""
+    """``KPI_ALERT_WEBHOOKS``, ``KPI_CORS_ORIGINS``, ``KPI_WEB_ALLOWED_HOSTS``: separated by
+    commas or whitespace, or JSON."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -58,6 +59,8 @@ WebhookUrls = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(split_u
 
 
 CorsOrigins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_urls)]
+HostNames = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_urls)]
+_HOST_NAME = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?")
 # A token a browser's basic-auth prompt and an Authorization header both carry unchanged.
 _TOKEN = re.compile(r"[\x21-\x7e]{16,512}")
@@ -220,6 +223,16 @@ class Settings(BaseSettings):
     # /health turns 503 when data waits this long unpublished or the consumer is stuck.
     health_stall_after: Duration = timedelta(minutes=2)
 
+    # The HTTP server's edges (docs/operations.md#the-http-servers-limits). Without a token,
+    # only these Host names (and the address it listens on) are served: no DNS rebinding.
+    web_allowed_hosts: HostNames = ("localhost", "127.0.0.1", "::1")
+    # From a connection's start (or its previous response) to a complete request head.
+    web_header_timeout: Annotated[
+        Duration, Field(ge=timedelta(milliseconds=100), le=timedelta(minutes=10))
+    ] = timedelta(seconds=10)
+    web_max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 512
+    web_max_streams: Annotated[int, Field(ge=0, le=1_000_000)] = 100
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -291,6 +304,18 @@ class Settings(BaseSettings):
                     "(scheme and host, optional port, no path) or *"
                 )
         return tuple(origin.rstrip("/") for origin in value)
+
+    @field_validator("web_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.lower().strip("[]").rstrip(".") for name in value)
+        for name in names:
+            if name != "*" and not _HOST_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name[:100]!r} is not a host name like dashboard.example.com or an IP "
+                    "address (no scheme, no port), or *"
+                )
+        return names
 
     @field_validator("health_stall_after")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import aiokafka
 import faust
+from aiohttp.web import AppRunner
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TransportT
 from faust.web.drivers import aiohttp as web_driver
@@ -44,6 +45,10 @@ class _Web(web_driver.Web):
     production_blueprints: ClassVar[Any] = ()
     debug_blueprints: ClassVar[Any] = ()
     optional_blueprints: ClassVar[Any] = ()
+
+    def use_runner(self, runner: AppRunner) -> None:
+        """Serve ``web_app`` with this runner (the dashboard's limits) instead of Faust's."""
+        self._runner = runner
 
 
 class KpiApp(faust.App):

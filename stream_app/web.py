@@ -9,12 +9,14 @@ registry, with ``kpi_consumer_lag`` read from the customer stage at scrape time.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faust
 
 from stream_app.context import AppContext
 from stream_app.dashboard.api import install
 from stream_app.dashboard.health import KafkaProbe, WorkerHealth, consumer_lag
+from stream_app.dashboard.httpserver import ServerRunner
 from stream_app.dashboard.reader import KpiReader
 from stream_app.dashboard.security import exposure_warning
 from stream_app.dashboard.server import build_api, live_hub, redis_client
@@ -35,13 +37,16 @@ def register(app: faust.App, ctx: AppContext) -> None:
     ctx.metrics.set_lag_source(lambda: consumer_lag(ctx.engine))
     api = build_api(
         settings,
+        host=settings.web_host,
         reader=reader,
         hub=hub,
         health=health,
         registry=ctx.metrics.registry,
     )
     api.on_close.append(kafka.close)
-    install(app.web.web_app, api)  # type: ignore[attr-defined]
+    web_server: Any = app.web  # transport._Web: Faust's aiohttp server
+    install(web_server.web_app, api)
+    web_server.use_runner(ServerRunner(web_server.web_app, settings))
     warning = exposure_warning(settings.web_host, api.access)
     if warning:
         logger.warning("%s", warning)

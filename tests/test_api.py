@@ -38,11 +38,13 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import CAMPAIGN_KPIS, SEGMENT_KPIS
 from stream_app.dashboard.api import routes
+from stream_app.dashboard.httpserver import ServerRunner
 from stream_app.dashboard.live import QUEUE_SIZE, Subscriber
 from stream_app.dashboard.server import standalone_app
 from stream_app.devstack import DevStack, free_port
 from stream_app.settings import Settings
 from tests.conftest import ROOT, StackEnv
+from tests.http_raw import long_request_line, raw_exchange
 from tests.kpi_data import alert, rfc3339, snapshot, write_alert, write_history, write_snapshot
 
 pytestmark = pytest.mark.integration
@@ -77,9 +79,9 @@ def settings_for(url: str, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[str]:
-    """The standalone dashboard app on a free port; yields its base URL."""
-    app = standalone_app(settings, segments_ttl_s=0)
-    runner = web.AppRunner(app, shutdown_timeout=2)
+    """The standalone dashboard app, on a free port of 127.0.0.1; yields its base URL."""
+    app = standalone_app(settings, host="127.0.0.1", segments_ttl_s=0)
+    runner = ServerRunner(app, settings, shutdown_timeout=2)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -977,6 +979,15 @@ def test_the_worker_serves_the_page_and_the_api(deployment: WorkerDeployment) ->
     # Faust's own views (tables, topology, an index at /) are not served.
     for path in ("/router/", "/table/", "/graph/", "/stats/"):
         assert deployment.get(path)[0] == 404, path
+
+
+def test_the_worker_answers_malformed_requests_like_the_app(deployment: WorkerDeployment) -> None:
+    port = int(deployment.base.rsplit(":", 1)[1])
+    status, headers, body = asyncio.run(raw_exchange(port, long_request_line()))
+    assert status == 400
+    assert headers["server"] == "crm-kpi"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert b"aaaa" not in body
 
 
 def test_worker_health_reports_checks_and_consumer_lag(deployment: WorkerDeployment) -> None:

@@ -31,7 +31,7 @@ from .health import HealthSource
 from .live import LiveHub
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT, BadParameterError
 from .reader import KpiReader
-from .security import PUBLIC_PATHS, Access, add_headers, preflight, unauthorized
+from .security import PUBLIC_PATHS, Access, add_headers, misdirected, preflight, unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ def _json(body: Any, status: int = 200) -> web.Response:
     )
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     response = _json({"error": message}, status)
     if headers:
         response.headers.update(headers)
@@ -117,6 +119,7 @@ class DashboardApi:
 
     def __post_init__(self) -> None:
         self.windows = tuple(w.name for w in self.settings.windows)
+        self.streams = 0  # live-update streams open (KPI_WEB_MAX_STREAMS at most)
         self.openapi = orjson.dumps(openapi.build(self.settings))
         self.stream_clients = Gauge(
             "kpi_dashboard_stream_clients",
@@ -136,7 +139,7 @@ class DashboardApi:
     def _asset(self, request: web.Request, name: str) -> web.StreamResponse:
         asset = self.assets.get(name)
         if asset is None:
-            return _error(404, "no such asset")
+            return error_response(404, "no such asset")
         headers = {"ETag": asset.etag, "Cache-Control": "no-cache"}
         if request.headers.get("If-None-Match") == asset.etag:
             return web.Response(status=304, headers=headers)
@@ -178,7 +181,7 @@ class DashboardApi:
         segment = params.segment(_param(request, "segment"))
         snapshot = await self.reader.snapshot(window, segment)
         if snapshot is None:
-            return _error(404, f"no snapshot of window {window} for segment {segment}")
+            return error_response(404, f"no snapshot of window {window} for segment {segment}")
         return _json(snapshot)
 
     async def snapshots(self, request: web.Request) -> web.StreamResponse:
@@ -186,7 +189,7 @@ class DashboardApi:
         windows = params.window_list(_param(request, "windows"), self.windows)
         found = await self.reader.snapshots(segment, windows)
         if not any(entry["current"] for entry in found.values()):
-            return _error(404, f"no snapshot for segment {segment}")
+            return error_response(404, f"no snapshot for segment {segment}")
         return _json({"segment": segment, "windows": found})
 
     async def history(self, request: web.Request) -> web.StreamResponse:
@@ -205,7 +208,7 @@ class DashboardApi:
             window, segment, since=since, until=until, limit=limit, fields=fields
         )
         if not points and not await self.reader.has_data(segment):
-            return _error(404, f"no data for segment {segment}")
+            return error_response(404, f"no data for segment {segment}")
         return _json({"window": window, "segment": segment, "count": len(points), "points": points})
 
     async def alerts(self, request: web.Request) -> web.StreamResponse:
@@ -221,6 +224,18 @@ class DashboardApi:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         segment = params.segment(_param(request, "segment"), default="all")
+        # Counted before the first await, so that concurrent requests cannot pass the cap.
+        if self.streams >= self.settings.web_max_streams:
+            return error_response(
+                503, "too many live-update streams; try again shortly", {"Retry-After": "5"}
+            )
+        self.streams += 1
+        try:
+            return await self._stream(request, segment)
+        finally:
+            self.streams -= 1
+
+    async def _stream(self, request: web.Request, segment: str) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -319,6 +334,8 @@ def _middleware(api: DashboardApi) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not access.host_allowed(request):
+            return misdirected()
         if request.method == "OPTIONS" and access.cors_origins:
             return preflight(request, access)
         if request.path not in PUBLIC_PATHS and not access.authorized(request):
@@ -327,12 +344,12 @@ def _middleware(api: DashboardApi) -> Any:
         try:
             return await handler(request)
         except BadParameterError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
-            return _error(exc.status, exc.reason.lower(), headers)
+            return error_response(exc.status, exc.reason.lower(), headers)
         except (RedisError, OSError) as exc:
             logger.warning(
                 "%s %s: Redis unavailable (%s)",
@@ -340,7 +357,7 @@ def _middleware(api: DashboardApi) -> Any:
                 request.path,
                 exc.__class__.__name__,
             )
-            return _error(503, "Redis unavailable; try again shortly", {"Retry-After": "2"})
+            return error_response(503, "Redis unavailable; try again shortly", {"Retry-After": "2"})
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -350,6 +367,6 @@ def _middleware(api: DashboardApi) -> Any:
                 request.path,
                 time.perf_counter() - started,
             )
-            return _error(500, "internal error")
+            return error_response(500, "internal error")
 
     return middleware

@@ -23,15 +23,15 @@ from stream_app.settings import Settings
 
 from .api import DashboardApi, install
 from .health import DashboardHealth, HealthSource
+from .httpserver import ServerRunner
 from .live import LiveHub
 from .reader import KpiReader
-from .security import Access, exposure_warning
+from .security import Access, exposure_warning, served_hosts
 
 logger = logging.getLogger("kpi.dashboard")
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 2
-SHUTDOWN_TIMEOUT_S: Final = 5.0
 
 _DESCRIPTION = """\
 Serve the live KPI dashboard page and the read-only HTTP API (docs/api.md) from Redis,
@@ -65,13 +65,19 @@ def live_hub(
 def build_api(
     settings: Settings,
     *,
+    host: str,
     reader: KpiReader,
     hub: LiveHub,
     health: HealthSource,
     registry: CollectorRegistry,
 ) -> DashboardApi:
-    """The handlers' shared state; closing it closes the reader's Redis client."""
-    access = Access(settings.api_token, settings.cors_origins)
+    """The handlers' shared state; closing it closes the reader's Redis client.
+
+    ``host`` is the address the server listens on: a Host it serves without a token.
+    """
+    access = Access(
+        settings.api_token, settings.cors_origins, served_hosts(settings.web_allowed_hosts, host)
+    )
     api = DashboardApi(
         settings=settings,
         reader=reader,
@@ -85,9 +91,13 @@ def build_api(
 
 
 def standalone_app(
-    settings: Settings, *, redis_url: str | None = None, segments_ttl_s: float = 5.0
+    settings: Settings,
+    *,
+    host: str | None = None,
+    redis_url: str | None = None,
+    segments_ttl_s: float = 5.0,
 ) -> web.Application:
-    """The aiohttp application of ``kpi dashboard``."""
+    """The aiohttp application of ``kpi dashboard``, listening on ``host`` (KPI_WEB_HOST)."""
     windows = [w.name for w in settings.windows]
     registry = CollectorRegistry(auto_describe=True)
     malformed = MalformedReads(registry)
@@ -99,7 +109,14 @@ def standalone_app(
     )
     hub = live_hub(settings, redis_url, malformed=malformed)
     health = DashboardHealth(reader, hub)
-    api = build_api(settings, reader=reader, hub=hub, health=health, registry=registry)
+    api = build_api(
+        settings,
+        host=settings.web_host if host is None else host,
+        reader=reader,
+        hub=hub,
+        health=health,
+        registry=registry,
+    )
     app = web.Application()
     install(app, api)
     return app
@@ -164,8 +181,8 @@ async def _serve(settings: Settings, host: str, port: int, redis_url: str | None
 async def _serve_until(
     stop: asyncio.Event, settings: Settings, host: str, port: int, redis_url: str | None
 ) -> int:
-    app = standalone_app(settings, redis_url=redis_url)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    app = standalone_app(settings, host=host, redis_url=redis_url)
+    runner = ServerRunner(app, settings)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -174,7 +191,7 @@ async def _serve_until(
         logger.error("dashboard: cannot listen on %s:%d (%s)", host, port, exc.strerror or exc)
         await runner.cleanup()
         return EXIT_ERROR
-    warning = exposure_warning(host, Access(settings.api_token, settings.cors_origins))
+    warning = exposure_warning(host, Access(settings.api_token))
     if warning:
         logger.warning("%s", warning)
     shown = f"[{host}]" if ":" in host else host
