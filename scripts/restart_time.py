@@ -54,6 +54,7 @@ def purchases(
         value = {
             "event_id": f"{customer}-purchase",
             "customer_id": customer,
+            "order_id": f"{customer}-order",
             "occurred_at": occurred.isoformat(),
             "amount": "19.99",
             "currency": "USD",
@@ -82,7 +83,9 @@ def owns_all(worker: Worker, partitions: int) -> bool:
     return bool(health) and len(health.get("customer_partitions", [])) >= partitions  # type: ignore[union-attr]
 
 
-def measure(customers: int, partitions: int, log_dir: Path, env: dict[str, str]) -> dict[str, float]:
+def measure(
+    customers: int, partitions: int, log_dir: Path, env: dict[str, str]
+) -> dict[str, float]:
     stack = DevStack(log_dir=log_dir)
     try:
         bootstrap = stack.start_broker(free_port())
