@@ -110,6 +110,9 @@ def measure(
         first[0].process.popen.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         first[0].process.popen.wait(30)
+        log = first[0].process.log_path
+        if log is not None:
+            log.rename(log.with_name(f"{log.stem}-killed.log"))
         second = start_workers(stack, deployment, 1)
         probe_at = start + timedelta(seconds=customers + 10)
         asyncio.run(produce(bootstrap, signups(settings, 1, probe_at, prefix="probe")))

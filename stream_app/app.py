@@ -86,6 +86,7 @@ def create_app(
         broker_session_timeout=settings.broker_session_timeout.total_seconds(),
         broker_rebalance_timeout=settings.broker_rebalance_timeout.total_seconds(),
         broker_heartbeat_interval=settings.broker_heartbeat_interval.total_seconds(),
+        consumer_group_instance_id=settings.group_instance_id or None,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         # Tables (JSON); every topic of ours names its own (raw) serializers.
@@ -99,7 +100,8 @@ def create_app(
     app.kpi_context = ctx  # type: ignore[attr-defined]
 
     watch = BrokerWatch(ctx, restart)
-    app.service(_bound_engine(app, ctx, watch, restart))
+    ctx.engine = CustomerEngine(app, ctx, broker_intact=watch.intact, on_write_failed=restart)
+    app.early_services.append(ctx.engine)
     _register_broker_watch(app, watch)
     segment_agent.register(app, ctx, ctx.store)
     owned = _owned_partitions(app, settings)
@@ -128,19 +130,6 @@ def _redis_client(settings: Settings) -> aioredis.Redis:
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
     )
-
-
-def _bound_engine(
-    app: faust.App, ctx: AppContext, watch: BrokerWatch, restart: Restart | None
-) -> type[CustomerEngine]:
-    class BoundCustomerEngine(CustomerEngine):
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(
-                app, ctx, broker_intact=watch.intact, on_write_failed=restart, **kwargs
-            )
-            ctx.engine = self
-
-    return BoundCustomerEngine
 
 
 def _register_publisher(app: faust.App, ctx: AppContext, owned: Callable[[], set[int]]) -> None:

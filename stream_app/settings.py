@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     broker_session_timeout: Duration = timedelta(seconds=30)
     broker_rebalance_timeout: Duration = timedelta(seconds=60)
     broker_heartbeat_interval: Duration = timedelta(seconds=3)
+    # Static group membership: a name of this worker's own, kept across its restarts. A worker
+    # restarted under the same name takes its partitions back at once, without waiting out
+    # its dead predecessor's session or a rebalance of the whole group.
+    group_instance_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{0,200}$")] = ""
 
     # State store: memory:// for tests and dev, rocksdb:// in production.
     store: Literal["memory://", "rocksdb://"] = "memory://"

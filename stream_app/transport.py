@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import aiokafka
 import faust
 from aiohttp.web import AppRunner
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TransportT
+from faust.types import ServiceT, TransportT
 from faust.web.drivers import aiohttp as web_driver
 
 
@@ -56,7 +57,14 @@ class KpiApp(faust.App):
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        # Started with Faust's own services, not after its table recovery like those of
+        # ``app.service``: a service with a consumer group of its own then joins it while
+        # Faust's consumer joins the app's group, instead of after it.
+        self.early_services: list[ServiceT] = []
         super().__init__(*args, **kwargs)
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        return [*super().on_init_dependencies(), *self.early_services]
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from stream_app.customers.timeline import CustomerRecord, StoredEvent
-from stream_app.kpis.formats import FORMAT, VERSION_KEY, format_of, migration
+from stream_app.kpis.formats import FORMAT, VERSION_KEY, Migration, format_of, migration
 
 if TYPE_CHECKING:
     from stream_app.customers.partition import Checkpoint, PartitionState
@@ -66,13 +66,21 @@ class ChangelogReplay:
         self.state = state
         self.records = 0
         self._pending: dict[bytes, tuple[str, int, bytes | None]] = {}
+        # The newest confirmed value of each key, decoded once at the end: a worker writes a
+        # busy customer at many checkpoints, and only the last write counts.
+        self._confirmed: dict[bytes, tuple[bytes | None, Migration | None]] = {}
+        self._tag: tuple[bytes, str, int] = (b"", "", -1)
 
     def feed(self, key: bytes | None, value: bytes | None, tag: bytes) -> None:
         self.records += 1
         if key is None:
             return
-        generation, _, seq_text = tag.decode(errors="replace").rpartition(":")
-        seq = int(seq_text) if seq_text.isdigit() else -1
+        # The records of one checkpoint share their tag: parse it once.
+        last_tag, generation, seq = self._tag
+        if tag != last_tag:
+            generation, _, seq_text = tag.decode(errors="replace").rpartition(":")
+            seq = int(seq_text) if seq_text.isdigit() else -1
+            self._tag = (tag, generation, seq)
         if key == LEGACY_MARKER_KEY or key.startswith(MARKER_PREFIX):
             marker = orjson.loads(value) if value is not None else None
             version = (
@@ -87,14 +95,19 @@ class ChangelogReplay:
                 if pending_generation == generation and pending_seq <= seq
             ]
             for pending_key in confirmed:
-                self.state.load(pending_key, self._pending.pop(pending_key)[2], how)
+                self._confirmed[pending_key] = (self._pending.pop(pending_key)[2], how)
             if marker is not None:
                 self.state.load_marker(marker)
         else:
             self._pending[key] = (generation, seq, value)
 
     def finish(self) -> int:
-        """Discard unconfirmed writes and mark their keys dirty; returns how many."""
+        """Load what was confirmed, discard unconfirmed writes and mark their keys dirty;
+        returns how many were discarded."""
+        load = self.state.load
+        for key, (value, how) in self._confirmed.items():
+            load(key, value, how)
+        self._confirmed.clear()
         torn = len(self._pending)
         for key in self._pending:
             self.state.mark_dirty(key)

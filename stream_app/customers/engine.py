@@ -27,7 +27,7 @@ from mode import Service
 from schemas import DeadLetter, EventType
 from stream_app.context import AppContext
 from stream_app.customers import intake
-from stream_app.customers.changelog import CHECKPOINT_HEADER, ChangelogReplay, checkpoint_records
+from stream_app.customers.changelog import CHECKPOINT_HEADER, checkpoint_records
 from stream_app.customers.checkpoints import MAX_BATCH_RECORDS, CheckpointPolicy
 from stream_app.customers.partition import (
     Checkpoint,
@@ -35,6 +35,7 @@ from stream_app.customers.partition import (
     PartitionState,
     watermark_tick,
 )
+from stream_app.customers.recovery import AssignmentMemo, ChangelogReader, Prefetch
 from stream_app.customers.timeline import COMPILED_FOLD
 from stream_app.gctune import collection_paused
 from stream_app.kafka import (
@@ -53,11 +54,6 @@ logger = logging.getLogger(__name__)
 # Parsed events a partition may hold back for slower topics before pausing faster ones.
 BUFFER_LIMIT = 50_000
 _NOTHING = -(2**62)
-# After the reported end of a changelog, one more fetch this long looks for records beyond it.
-RECOVERY_PROBE_MS = 300
-# Empty fetches (of up to a second each) before recovery stops waiting for records the broker
-# reports but never serves (Tansu, for a partition written to right after it restarted empty).
-RECOVERY_STALL_FETCHES = 10
 STOP_TIMEOUT_S = 5.0  # a safe time before every event: apply nothing yet
 # Offsets are committed for lag monitoring only: a commit the broker cannot take (its topics
 # are gone) must not hold up a rebalance.
@@ -109,6 +105,8 @@ class CustomerEngine(Service):
         self.generation = secrets.token_hex(8)
         self._seq = 0
         self._lock = asyncio.Lock()
+        self._prefetch = Prefetch()
+        self._memo = AssignmentMemo(settings)
         self.schedule = CheckpointPolicy(
             duration_ms(settings.checkpoint_interval) / 1000,
             duration_ms(settings.checkpoint_interval_backlog) / 1000,
@@ -141,6 +139,7 @@ class CustomerEngine(Service):
         )
         self.consumer = AIOKafkaConsumer(
             group_id=f"{settings.app_id}-customers",
+            group_instance_id=settings.group_instance_id or None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -153,6 +152,14 @@ class CustomerEngine(Service):
             **options,
         )
         await self.producer.start()
+        # Read the partitions this worker owned last while the group join waits (seconds):
+        # a restarted worker usually gets them back.
+        last = self._memo.read()
+        self._prefetch.start(
+            self.changelog,
+            [PartitionState(p, settings, self.ctx.clock) for p in last],
+            settings,
+        )
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         await self.consumer.start()
         logger.info("customer stage started (generation %s)", self.generation)
@@ -172,6 +179,7 @@ class CustomerEngine(Service):
     async def on_stop(self) -> None:
         # Bounded: with the broker gone, stopping must not hang; the next owner replays
         # from the last complete checkpoint.
+        await self._prefetch.discard()
         try:
             if self.halted:
                 raise TimeoutError  # nothing of this state may reach the broker any more
@@ -553,10 +561,17 @@ class CustomerEngine(Service):
             # Each recovery mostly waits on the broker (an empty partition takes one fetch
             # wait): together, taking over 4 partitions costs about what 1 does.
             try:
-                recovered = await asyncio.gather(*(self._recover(partition) for partition in new))
+                # Recovery builds millions of long-lived objects: collections in between
+                # would walk them again and again (60% of a replay's CPU).
+                with collection_paused():
+                    recovered = await asyncio.gather(
+                        *(self._recover(partition) for partition in new)
+                    )
             except FormatError as exc:
                 self.refuse(str(exc))
                 return
+            finally:
+                await self._prefetch.discard()
             for partition, state in zip(new, recovered, strict=True):
                 self.states[partition] = state
                 self._assigned_at[partition] = time.monotonic()
@@ -574,58 +589,25 @@ class CustomerEngine(Service):
                         await self.consumer.seek_to_beginning(tp)
                     else:
                         self.consumer.seek(tp, offset)
+            self._memo.write(list(self.states))
         logger.info("customer stage owns partitions %s", sorted(self.states))
 
     async def _recover(self, partition: int) -> PartitionState:
         """Rebuild one partition from the changelog, keeping only confirmed checkpoints."""
-        state = PartitionState(partition, self.ctx.settings, self.ctx.clock)
-        tp = TopicPartition(self.changelog, partition)
-        reader = AIOKafkaConsumer(
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            # Brokers that answer a waiting fetch only when the wait runs out (Tansu) made
-            # every empty changelog partition take a second to recover.
-            fetch_max_wait_ms=duration_ms(self.ctx.settings.fetch_max_wait),
-            **aiokafka_options(self.ctx.settings),
-        )
-        await reader.start()
-        started = time.monotonic()
-        records = stale = 0
+        reader = await self._prefetch.take(partition)
+        if reader is None:
+            state = PartitionState(partition, self.ctx.settings, self.ctx.clock)
+            reader = ChangelogReader(self.changelog, state, self.ctx.settings)
+        state = reader.replay.state
         try:
-            reader.assign([tp])
-            await reader.seek_to_beginning(tp)
-            end = (await reader.end_offsets([tp]))[tp]
-            replay = ChangelogReplay(state)
-            idle = 0
-            while True:
-                batch = await reader.getmany(
-                    tp,
-                    timeout_ms=1000 if await reader.position(tp) < end else RECOVERY_PROBE_MS,
-                    max_records=10_000,
-                )
-                fetched = batch.get(tp, [])
-                for record in fetched:
-                    tag = dict(record.headers or ()).get(CHECKPOINT_HEADER, b"")
-                    replay.feed(record.key, record.value, tag)
-                position = await reader.position(tp)
-                idle = 0 if fetched else idle + 1
-                if position < end and idle >= RECOVERY_STALL_FETCHES:
-                    self._unservable(partition, position, end)
-                    break
-                if position < end or fetched:
-                    continue
-                # Read to the end the broker reported: ask again. Tansu has been seen to
-                # report an end behind records it already holds right after a peer was
-                # killed; stopping there would take a checkpoint's records for torn and
-                # start a new generation on top of newer, confirmed ones.
-                end = (await reader.end_offsets([tp]))[tp]
-                if position >= end:
-                    break
-            stale = replay.finish()
-            records = replay.records
+            # A prefetched read carries on from where it got: anything written since counts.
+            if not await reader.read_to_end() and reader.unservable is not None:
+                self._unservable(partition, *reader.unservable)
+            stale = reader.replay.finish()
+            records = reader.replay.records
         finally:
-            await reader.stop()
+            await reader.close()
+        started = reader.started
         logger.info(
             "recovered partition %d: %d customers, %d changelog records, %d torn writes "
             "discarded, in %.1fs",

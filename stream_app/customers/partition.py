@@ -38,6 +38,7 @@ from stream_app.customers.timeline import (
     SURVEY,
     CustomerRecord,
     Facts,
+    StoredCustomerRecord,
     StoredEvent,
     stored,
 )
@@ -592,7 +593,7 @@ class PartitionState:
             if value is None:
                 self.customers.pop(customer, None)
             else:
-                self.customers[customer] = CustomerRecord.from_json(orjson.loads(value))
+                self.customers[customer] = StoredCustomerRecord(value)
         elif key.startswith(PART_PREFIX):
             index, customer = parse_part_key(key)
             parts = self._loaded_parts.setdefault(customer, {})
@@ -634,8 +635,10 @@ class PartitionState:
             self._dirty_entries.add((spec_name, segment, k))
 
     def finish_recovery(self) -> None:
-        for customer, record in self.customers.items():
-            if record.parts:
+        # Only customers with part records can have parts: the others stay encoded.
+        for customer in self._loaded_parts:
+            record = self.customers.get(customer)
+            if record is not None and record.parts:
                 # The head names how many parts count: parts beyond it are left over from a
                 # time the customer had more events.
                 parts = self._loaded_parts.get(customer, {})

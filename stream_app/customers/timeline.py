@@ -15,6 +15,8 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
+import orjson
+
 from schemas import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from stream_app.kpis.formulas import BASE_COUNTS, BASE_INDEX, to_micros
 from stream_app.kpis.registry import CSAT_SATISFIED_MIN, NPS_PASSIVE_MIN, NPS_PROMOTER_MIN
@@ -269,11 +271,18 @@ class CustomerRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CustomerRecord:
+        record = cls.__new__(cls)
+        record._set_from_json(data)
+        return record
+
+    def _set_from_json(self, data: dict[str, Any]) -> None:
         parts = data.get("parts", 0)
         # A head without events and with parts is the appendable layout; a head with events
         # (one record, or the older split layout) is rewritten whole at its next write.
         appendable = bool(parts) and not data["ev"]
-        return cls(data["ev"], data["base"], data["end"], parts, [] if appendable else None)
+        CustomerRecord.__init__(
+            self, data["ev"], data["base"], data["end"], parts, [] if appendable else None
+        )
 
     def apply(
         self,
@@ -324,3 +333,28 @@ class CustomerRecord:
         self.ids.difference_update(event[2] for event in dropped)
         self.unsaved = None
         return True
+
+
+class StoredCustomerRecord(CustomerRecord):
+    """A customer read back from the changelog, decoded when first used.
+
+    A worker taking over a million customers would spend most of its recovery decoding
+    them, although few see an event soon: each one is decoded at its first use instead (an
+    event, a checkpoint, the expiry sweep), and until then it costs its encoded bytes.
+    """
+
+    __slots__ = ("_encoded",)
+
+    def __init__(self, encoded: bytes) -> None:
+        # The other slots stay unset until the first read of one of them.
+        self._encoded = encoded
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for an attribute that is not set: before decoding, every slot but this.
+        try:
+            encoded = object.__getattribute__(self, "_encoded")
+        except AttributeError:
+            raise AttributeError(name) from None
+        self._set_from_json(orjson.loads(encoded))
+        del self._encoded
+        return object.__getattribute__(self, name)
