@@ -2,6 +2,9 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Three test processes, each with its own broker and Redis, a file per process at a time:
+# the end-to-end tests mostly wait on group joins, so they overlap well even on 2 cores.
+PARALLEL ?= -n 3 --dist loadfile
 
 .DEFAULT_GOAL := help
 
@@ -45,7 +48,7 @@ schemas: install ## Regenerate the JSON Schemas in schemas/json
 
 .PHONY: test
 test: install lint typecheck ## Lint, type-check, then run every test (what CI runs)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PARALLEL) --durations=10 $(PYTEST_ARGS)
 
 .PHONY: docs
 docs: install ## Rewrite the KPI tables of docs/metrics.md from the KPI registry

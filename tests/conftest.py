@@ -62,6 +62,12 @@ def redis_url(artifacts_dir: Path) -> Iterator[str]:
     if url is None and shutil.which("redis-server") is None:
         url = MACHINE_REDIS_URL
     if url is not None:
+        # Parallel test processes (pytest-xdist) share that Redis: a database each, counting
+        # down from the one given (gw0 keeps it).
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        base, _, db = url.rpartition("/")
+        if db.isdigit() and worker[2:].isdigit():
+            url = f"{base}/{max(0, int(db) - int(worker[2:]))}"
         if not redis_answers(url):
             pytest.exit(f"no Redis answers at {url} and redis-server is not installed", 2)
         yield url

@@ -146,7 +146,14 @@ async def test_health_says_when_live_updates_are_not_running(db_url: str) -> Non
     reader = KpiReader(redis_client(settings), ["1h"])
     hub = LiveHub(connect, first_backoff_s=0.05, max_backoff_s=0.05)
     health = DashboardHealth(reader, hub)
-    api = build_api(settings, reader=reader, hub=hub, health=health, registry=CollectorRegistry())
+    api = build_api(
+        settings,
+        host="127.0.0.1",
+        reader=reader,
+        hub=hub,
+        health=health,
+        registry=CollectorRegistry(),
+    )
     app = web.Application()
     install(app, api)
     runner = web.AppRunner(app, shutdown_timeout=2)
