@@ -147,7 +147,8 @@ class AssignmentMemo:
     """
 
     def __init__(self, settings: Settings) -> None:
-        name = f"customer-partitions-{settings.group_instance_id or 'dynamic'}.json"
+        instance = settings.group_instance_id or "dynamic"
+        name = f"customer-partitions-{settings.app_id}-{instance}.json"
         self.path: Path = settings.data_dir / name
         self.partitions = settings.topic_partitions
 
