@@ -42,6 +42,7 @@ from stream_app.kafka import (
     DEAD_LETTER_MAX_BYTES,
     aiokafka_options,
     changelog_topic,
+    error_text,
     input_topics,
     partials_topic,
 )
@@ -250,7 +251,7 @@ class CustomerEngine(Service):
         which keeps every KPI exact.
         """
         reason = (
-            f"the customer stage could not write to Kafka ({exc.__class__.__name__}: {exc}); "
+            f"the customer stage could not write to Kafka ({error_text(exc)}); "
             "its state since the last complete checkpoint is not durable"
         )
         logger.error("%s", reason)
