@@ -47,6 +47,8 @@ def checkpoint_records(
     """The tag and the changelog records of one checkpoint: its writes, then its marker."""
     tag = f"{generation}:{seq}".encode()
     marker = {VERSION_KEY: FORMAT, "offsets": checkpoint.offsets, "wm": checkpoint.watermark_us}
+    if checkpoint.dead_letter_mark is not None:
+        marker["dl"] = checkpoint.dead_letter_mark
     return tag, [*checkpoint.changelog, (MARKER_PREFIX + generation.encode(), orjson.dumps(marker))]
 
 

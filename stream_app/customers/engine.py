@@ -29,13 +29,19 @@ from stream_app.context import AppContext
 from stream_app.customers import intake
 from stream_app.customers.changelog import CHECKPOINT_HEADER, checkpoint_records
 from stream_app.customers.checkpoints import MAX_BATCH_RECORDS, CheckpointPolicy
+from stream_app.customers.deadletters import DeadLetterLedger
 from stream_app.customers.partition import (
     Checkpoint,
     PartialUpdate,
     PartitionState,
     watermark_tick,
 )
-from stream_app.customers.recovery import AssignmentMemo, ChangelogReader, Prefetch
+from stream_app.customers.recovery import (
+    AssignmentMemo,
+    ChangelogReader,
+    Prefetch,
+    sent_dead_letters,
+)
 from stream_app.customers.timeline import COMPILED_FOLD
 from stream_app.gctune import collection_paused
 from stream_app.kafka import (
@@ -107,6 +113,7 @@ class CustomerEngine(Service):
         self._seq = 0
         self._lock = asyncio.Lock()
         self._prefetch = Prefetch()
+        self._dead_letter_partitions = 1
         self._memo = AssignmentMemo(settings)
         self.schedule = CheckpointPolicy(
             duration_ms(settings.checkpoint_interval) / 1000,
@@ -153,6 +160,10 @@ class CustomerEngine(Service):
             **options,
         )
         await self.producer.start()
+        # Each partition's dead letters go to one dead-letter partition, which its next owner
+        # reads to send none of them twice (customers/deadletters.py).
+        dead_letter_partitions = await self.producer.partitions_for(settings.dead_letter_topic)
+        self._dead_letter_partitions = max(1, len(dead_letter_partitions or ()))
         # Read the partitions this worker owned last while the group join waits (seconds):
         # a restarted worker usually gets them back.
         last = self._memo.read()
@@ -366,7 +377,14 @@ class CustomerEngine(Service):
         assert self.producer is not None
         topic = self.ctx.settings.dead_letter_topic
         futures = []
+        sent: list[tuple[DeadLetterLedger, DeadLetter]] = []
         for letter in letters:
+            state = self.states.get(letter.source_partition)
+            if state is None:
+                continue  # revoked meanwhile: its new owner rejects the input again
+            ledger = state.dead_letters
+            if not ledger.take(letter.source_topic, letter.source_offset):
+                continue  # an earlier owner sent it before a crash
             reason: str = letter.reason
             self._log.warning(
                 reason,
@@ -379,11 +397,16 @@ class CustomerEngine(Service):
             )
             futures.append(
                 await self.producer.send(
-                    topic, letter.model_dump_json().encode(), key=letter.original_key()
+                    topic,
+                    letter.model_dump_json().encode(),
+                    key=letter.original_key(),
+                    partition=letter.source_partition % self._dead_letter_partitions,
                 )
             )
+            sent.append((ledger, letter))
             self.ctx.metrics.dead_letters.labels(letter.reason).inc()
-        await asyncio.gather(*futures)
+        for (ledger, letter), written in zip(sent, await asyncio.gather(*futures), strict=True):
+            ledger.record(written.offset, letter.source_topic, letter.source_offset)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -608,6 +631,16 @@ class CustomerEngine(Service):
             records = reader.replay.records
         finally:
             await reader.close()
+        ledger = state.dead_letters
+        found, ledger.end = await sent_dead_letters(
+            self.ctx.settings,
+            partition % self._dead_letter_partitions,
+            partition,
+            ledger.recovered_mark,
+            state.offsets,
+        )
+        ledger.sent.extend(found)
+        ledger.already_sent.update((topic, offset) for _, topic, offset in found)
         started = reader.started
         logger.info(
             "recovered partition %d: %d customers, %d changelog records, %d torn writes "

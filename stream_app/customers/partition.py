@@ -29,6 +29,7 @@ from stream_app.customers.changelog import (
     parse_partial_key,
     partial_key,
 )
+from stream_app.customers.deadletters import DeadLetterLedger
 from stream_app.customers.intake import drain_run, fast_stored, offer_run
 from stream_app.customers.timeline import (
     CANCELLATION,
@@ -144,6 +145,8 @@ class Checkpoint:
     updates: list[PartialUpdate]
     offsets: dict[str, int]
     watermark_us: int | None
+    # Where a next owner looks for dead letters already sent (``DeadLetterLedger.mark``).
+    dead_letter_mark: int | None = None
 
 
 def watermark_tick(
@@ -188,6 +191,7 @@ class PartitionState:
         self.partials: dict[tuple[str, str], DiffArray] = {}
         self.watermark_us: int | None = None
         self.offsets: dict[str, int] = {}
+        self.dead_letters = DeadLetterLedger()
         self._dirty_customers: set[str] = set()
         self._dirty_entries: set[tuple[str, str, int]] = set()
         self._sweep: Iterator[str] = iter(())
@@ -536,7 +540,8 @@ class PartitionState:
         self._dirty_customers.clear()
         self._dirty_entries.clear()
         self.offsets = self.committed_offsets()
-        return Checkpoint(changelog, updates, dict(self.offsets), self.watermark_us)
+        mark = self.dead_letters.mark(self.offsets)
+        return Checkpoint(changelog, updates, dict(self.offsets), self.watermark_us, mark)
 
     def full_updates(self) -> list[PartialUpdate]:
         """Every entry of every segment: what the segment stage needs to resynchronise."""
@@ -614,6 +619,8 @@ class PartitionState:
     def load_marker(self, marker: dict[str, Any]) -> None:
         self.offsets = {topic: int(offset) for topic, offset in marker["offsets"].items()}
         self.watermark_us = marker.get("wm")
+        mark = marker.get("dl")
+        self.dead_letters.recovered_mark = mark if type(mark) is int and mark >= 0 else None
 
     def mark_dirty(self, key: bytes) -> None:
         """Rewrite this key at the next checkpoint (it had a torn, uncommitted write)."""

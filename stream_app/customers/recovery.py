@@ -169,3 +169,66 @@ class AssignmentMemo:
             os.replace(partial, self.path)
         except OSError as exc:
             logger.warning("could not note the owned partitions in %s: %s", self.path, exc)
+
+
+async def sent_dead_letters(
+    settings: Settings,
+    dead_letter_partition: int,
+    source_partition: int,
+    start: int | None,
+    committed: dict[str, int],
+) -> tuple[list[tuple[int, str, int]], int]:
+    """The letters of ``source_partition`` in the dead-letter partition from ``start`` (None:
+    its beginning) whose input lies at or past ``committed``, and the partition's end.
+
+    Each as (dead-letter offset, source topic, source offset). A record that is no dead
+    letter of this project is passed over: the topic is shared with nobody, but it is read.
+    """
+    tp = TopicPartition(settings.dead_letter_topic, dead_letter_partition)
+    consumer = AIOKafkaConsumer(
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=duration_ms(settings.fetch_max_wait),
+        **aiokafka_options(settings),
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, min(start, end))
+        found: list[tuple[int, str, int]] = []
+        idle = 0
+        while await consumer.position(tp) < end and idle < RECOVERY_STALL_FETCHES:
+            records = (await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)).get(tp, [])
+            idle = 0 if records else idle + 1
+            for record in records:
+                letter = _dead_letter_source(record.value)
+                if letter is None or letter[0] != source_partition:
+                    continue
+                _, topic, offset = letter
+                if offset >= committed.get(topic, 0):
+                    found.append((record.offset, topic, offset))
+        return found, end
+    finally:
+        await consumer.stop()
+
+
+def _dead_letter_source(value: bytes | None) -> tuple[int, str, int] | None:
+    """(source partition, topic, offset) of a dead letter's JSON, None if it is none."""
+    try:
+        letter = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(letter, dict):
+        return None
+    partition, topic, offset = (
+        letter.get("source_partition"),
+        letter.get("source_topic"),
+        letter.get("source_offset"),
+    )
+    if type(partition) is int and isinstance(topic, str) and type(offset) is int:
+        return partition, topic, offset
+    return None
