@@ -32,6 +32,13 @@ class DeadLetterLedger:
         if self.end is None or dead_letter_offset >= self.end:
             self.end = dead_letter_offset + 1
 
+    def recovered(self, found: list[tuple[int, str, int]], end: int) -> None:
+        """What a new owner found its predecessors sent (as ``sent``) up to ``end``: those
+        inputs will be read and rejected again, and their letters not sent twice."""
+        self.sent.extend(found)
+        self.already_sent.update((topic, offset) for _, topic, offset in found)
+        self.end = end
+
     def take(self, topic: str, source_offset: int) -> bool:
         """Whether the letter of this input still has to be sent (False: sent before)."""
         key = (topic, source_offset)

@@ -377,13 +377,13 @@ class CustomerEngine(Service):
         assert self.producer is not None
         topic = self.ctx.settings.dead_letter_topic
         futures = []
-        sent: list[tuple[DeadLetterLedger, DeadLetter]] = []
+        sent: list[tuple[DeadLetterLedger | None, DeadLetter]] = []
         for letter in letters:
+            # Letters come from owned partitions (applied and sent under the lock); one of
+            # another partition is sent all the same rather than lost.
             state = self.states.get(letter.source_partition)
-            if state is None:
-                continue  # revoked meanwhile: its new owner rejects the input again
-            ledger = state.dead_letters
-            if not ledger.take(letter.source_topic, letter.source_offset):
+            ledger = None if state is None else state.dead_letters
+            if ledger is not None and not ledger.take(letter.source_topic, letter.source_offset):
                 continue  # an earlier owner sent it before a crash
             reason: str = letter.reason
             self._log.warning(
@@ -406,7 +406,8 @@ class CustomerEngine(Service):
             sent.append((ledger, letter))
             self.ctx.metrics.dead_letters.labels(letter.reason).inc()
         for (ledger, letter), written in zip(sent, await asyncio.gather(*futures), strict=True):
-            ledger.record(written.offset, letter.source_topic, letter.source_offset)
+            if ledger is not None:
+                ledger.record(written.offset, letter.source_topic, letter.source_offset)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -625,23 +626,23 @@ class CustomerEngine(Service):
         state = reader.replay.state
         try:
             # A prefetched read carries on from where it got: anything written since counts.
-            if not await reader.read_to_end() and reader.unservable is not None:
-                self._unservable(partition, *reader.unservable)
+            unservable = await reader.read_to_end()
+            if unservable is not None:
+                self._unservable(partition, *unservable)
             stale = reader.replay.finish()
             records = reader.replay.records
         finally:
             await reader.close()
         ledger = state.dead_letters
-        found, ledger.end = await sent_dead_letters(
-            self.ctx.settings,
-            partition % self._dead_letter_partitions,
-            partition,
-            ledger.recovered_mark,
-            state.offsets,
+        ledger.recovered(
+            *await sent_dead_letters(
+                self.ctx.settings,
+                partition % self._dead_letter_partitions,
+                partition,
+                ledger.recovered_mark,
+                state.offsets,
+            )
         )
-        ledger.sent.extend(found)
-        ledger.already_sent.update((topic, offset) for _, topic, offset in found)
-        started = reader.started
         logger.info(
             "recovered partition %d: %d customers, %d changelog records, %d torn writes "
             "discarded, in %.1fs",
@@ -649,7 +650,7 @@ class CustomerEngine(Service):
             len(state.customers),
             records,
             stale,
-            time.monotonic() - started,
+            time.monotonic() - reader.started,
         )
         # The segment stage may have missed what the last owner sent: resend it all.
         if not self.halted:

@@ -643,12 +643,11 @@ class PartitionState:
 
     def finish_recovery(self) -> None:
         # Only customers with part records can have parts: the others stay encoded.
-        for customer in self._loaded_parts:
+        for customer, parts in self._loaded_parts.items():
             record = self.customers.get(customer)
             if record is not None and record.parts:
                 # The head names how many parts count: parts beyond it are left over from a
                 # time the customer had more events.
-                parts = self._loaded_parts.get(customer, {})
                 for index in range(1, record.parts + 1):
                     record.events.extend(parts.get(index, ()))
                 # Appended parts hold events in arrival order, which may go back in time.

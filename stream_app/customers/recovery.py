@@ -51,12 +51,11 @@ class ChangelogReader:
             **aiokafka_options(settings),
         )
         self._opened = False
-        # (position, end) when the broker would not serve records it reported.
-        self.unservable: tuple[int, int] | None = None
 
-    async def read_to_end(self) -> bool:
-        """Feed every record up to the partition's end; False if the broker would not serve
-        records it reports (the caller logs it and carries on with what was read)."""
+    async def read_to_end(self) -> tuple[int, int] | None:
+        """Feed every record up to the partition's end; None when done, or ``(position, end)``
+        when the broker would not serve records it reports (the caller logs it and carries on
+        with what was read)."""
         reader, tp, feed = self._consumer, self.tp, self.replay.feed
         if not self._opened:
             await reader.start()
@@ -80,8 +79,7 @@ class ChangelogReader:
             position = await reader.position(tp)
             idle = 0 if fetched else idle + 1
             if position < end and idle >= RECOVERY_STALL_FETCHES:
-                self.unservable = (position, end)
-                return False
+                return position, end
             if position < end or fetched:
                 continue
             # Read to the end the broker reported: ask again. Tansu has been seen to report an
@@ -90,7 +88,7 @@ class ChangelogReader:
             # top of newer, confirmed ones.
             end = (await reader.end_offsets([tp]))[tp]
             if position >= end:
-                return True
+                return None
 
     async def close(self) -> None:
         if self._opened:

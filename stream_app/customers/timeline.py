@@ -269,21 +269,6 @@ class CustomerRecord:
     def to_json(self) -> dict[str, Any]:
         return {"ev": self.events, "base": self.base, "end": self.end}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CustomerRecord:
-        record = cls.__new__(cls)
-        record._set_from_json(data)
-        return record
-
-    def _set_from_json(self, data: dict[str, Any]) -> None:
-        parts = data.get("parts", 0)
-        # A head without events and with parts is the appendable layout; a head with events
-        # (one record, or the older split layout) is rewritten whole at its next write.
-        appendable = bool(parts) and not data["ev"]
-        CustomerRecord.__init__(
-            self, data["ev"], data["base"], data["end"], parts, [] if appendable else None
-        )
-
     def apply(
         self,
         new_events: list[StoredEvent],
@@ -355,6 +340,13 @@ class StoredCustomerRecord(CustomerRecord):
             encoded = object.__getattribute__(self, "_encoded")
         except AttributeError:
             raise AttributeError(name) from None
-        self._set_from_json(orjson.loads(encoded))
+        data = orjson.loads(encoded)
+        parts = data.get("parts", 0)
+        # A head without events and with parts is the appendable layout; a head with events
+        # (one record, or the older split layout) is rewritten whole at its next write.
+        appendable = bool(parts) and not data["ev"]
+        CustomerRecord.__init__(
+            self, data["ev"], data["base"], data["end"], parts, [] if appendable else None
+        )
         del self._encoded
         return object.__getattribute__(self, name)
