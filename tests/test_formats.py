@@ -8,11 +8,13 @@ written; a newer format must stop the worker with a message that says what to do
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
 from aiokafka import AIOKafkaProducer
 
 from stream_app.customers.changelog import (
@@ -23,13 +25,14 @@ from stream_app.customers.changelog import (
     checkpoint_records,
 )
 from stream_app.customers.partition import PartitionState
-from stream_app.kafka import changelog_topic, ensure_topics
+from stream_app.kafka import changelog_topic, ensure_topics, partials_topic
 from stream_app.kpis import formats
 from stream_app.kpis.formats import FORMAT, LAYOUTS, FormatError, layout_migration
 from stream_app.kpis.formulas import BASE_COUNTS
 from stream_app.segments.store import SegmentStore
-from tests.conftest import StackEnv, stack_settings
+from tests.conftest import StackEnv, metric_samples, stack_settings
 from tests.test_changelog_replay import SETTINGS, Log, _batches, _clock, _reference, _view
+from tests.test_intake_integration import _produce
 
 REFUSED_EXIT = 3  # documented in docs/operations.md
 
@@ -199,3 +202,51 @@ def test_a_worker_refuses_to_start_on_a_changelog_of_a_newer_format(
     assert f"changelog partition 0 was written in format {FORMAT + 1}" in log
     assert "refused to start" in log
     assert "Traceback" not in log
+
+
+async def _send_partials(stack: StackEnv, values: list[bytes]) -> None:
+    settings = stack_settings(stack)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(partials_topic(settings), value, key=b"all", partition=0)
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.integration
+def test_the_segment_stage_counts_partials_it_cannot_apply_and_goes_on(stack: StackEnv) -> None:
+    worker = stack.start_worker()
+    worker.wait_assigned(partitions=4)
+    newer = orjson.dumps({"v": FORMAT + 1, "src": 0, "wm": 1, "seg": "all", "e": []})
+    broken = [b"not json", b"[1, 2]", orjson.dumps({"v": FORMAT}), b'{"src": "x"}']
+    asyncio.run(_send_partials(stack, [newer, *broken]))
+    expected = {'reason="format"': 1.0, 'reason="undecodable"': float(len(broken))}
+    deadline = time.monotonic() + 60
+    refused: dict[str, float] = {}
+    while time.monotonic() < deadline and refused != expected:
+        assert worker.popen.poll() is None, worker.log_tail()
+        refused = metric_samples(worker.get_text("/metrics"), "kpi_stage_messages_refused_total")
+        time.sleep(0.5)
+    assert refused == expected, worker.log_tail()
+    # The stage still works: a valid event after them reaches Redis.
+    signup = {
+        "event_id": "after-1",
+        "customer_id": "c-after",
+        "occurred_at": "2026-11-02T09:15:00+00:00",
+        "region": "EU",
+    }
+    asyncio.run(
+        _produce(stack.bootstrap, [(stack.topic("signups"), b"c-after", orjson.dumps(signup))])
+    )
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not client.hget("kpi:1h:all", "new_customers"):
+            assert worker.popen.poll() is None, worker.log_tail()
+            time.sleep(0.5)
+        assert client.hget("kpi:1h:all", "new_customers") == b"1", worker.log_tail()
+    finally:
+        client.close()
+    assert "Traceback" not in worker.log_path.read_text(errors="replace")

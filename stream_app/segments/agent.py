@@ -100,6 +100,11 @@ def register(app: faust.App, ctx: AppContext, store: SegmentStore) -> TableT[Any
                 ctx.metrics.stage_messages_refused.labels("format").inc()
                 _refused_log.warning("format", "partials message not applied: %s", exc)
                 continue
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # Only our own workers write here, but one odd message must not stop the agent.
+                ctx.metrics.stage_messages_refused.labels("undecodable").inc()
+                _refused_log.warning("undecodable", "malformed partials message: %r", exc)
+                continue
             if "wm" in message:
                 wm_key = f"wm|{partition}|{message['src']}"
                 stored = store.watermarks.get((partition, int(message["src"])))
