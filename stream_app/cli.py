@@ -32,20 +32,26 @@ RESTART_GRACE_S = 5.0
 # The exit status of a worker that will not start on state it cannot read (not a crash).
 REFUSED_EXIT = 3
 
-# The demo's traffic: recent history so every window has numbers at once, then live events
-# at a pace where the 1h window visibly moves.
+# The demo's traffic: 36 days of history in about 150,000 events (processed in seconds),
+# so even the 30d window has a start population, churn and a lifetime value at once; then
+# live events, about 3 a second, at most a second or so old (small --disorder), so the
+# 1h window visibly moves and the event-to-publish latency reads true.
 DEMO_TRAFFIC = (
     "simulate",
     "--kafka",
     "--realtime",
     "--warmup",
-    "12h",
+    "36d",
+    "--warmup-events",
+    "150000",
     "--days",
     "30",
     "--customers",
     "3000",
     "--rate-per-day",
-    "200000",
+    "300000",
+    "--disorder",
+    "1s",
     "--inject-bad",
     "0.002",
     "--duplicates",

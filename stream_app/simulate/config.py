@@ -164,6 +164,11 @@ class SimulationConfig:
     per customer and day). Lifecycle events (signups, cancellations) are not scaled, so a
     target far below them cannot be met; the generator logs a warning then.
 
+    A history played at another volume (a real-time run's recent past, sent at once, then
+    live traffic at a few events per second): ``history_events`` records for the first
+    ``history`` of the period; ``events_target`` or ``rate_per_day`` then cover the rest
+    only (without either, the rest is unscaled). Each part gets its own activity scale.
+
     Fault ratios are per on-time event: ``inject_bad`` adds that many malformed messages,
     ``duplicates`` that many exact re-sends, ``late`` that many events at least 35 days
     older than the newest event (only once 36 days of simulated time have passed).
@@ -175,6 +180,8 @@ class SimulationConfig:
     customers: int = 1000
     events_target: int | None = None
     rate_per_day: float | None = None
+    history: timedelta = timedelta(0)
+    history_events: int | None = None
     regions: tuple[Region, ...] = DEFAULT_REGIONS
     campaigns: tuple[Campaign, ...] = DEFAULT_CAMPAIGNS
     behaviour: Behaviour = field(default_factory=Behaviour)
@@ -200,6 +207,13 @@ class SimulationConfig:
             raise ValueError("events_target must be at least 1")
         if self.rate_per_day is not None and self.rate_per_day <= 0:
             raise ValueError("rate_per_day must be positive")
+        if (self.history_events is None) != (self.history == timedelta(0)):
+            raise ValueError("history and history_events go together")
+        if self.history_events is not None:
+            if self.history_events < 1:
+                raise ValueError("history_events must be at least 1")
+            if not timedelta(0) < self.history < self.duration:
+                raise ValueError("history must be positive and shorter than the duration")
         if not self.regions or not self.campaigns:
             raise ValueError("at least one region and one campaign are required")
         if len({r.code for r in self.regions}) != len(self.regions):
@@ -220,9 +234,9 @@ class SimulationConfig:
 
     @property
     def target_records(self) -> float | None:
-        """The requested total number of records, if any."""
+        """The requested number of records after the history (all of them without one)."""
         if self.events_target is not None:
             return float(self.events_target)
         if self.rate_per_day is not None:
-            return self.rate_per_day * (self.duration / timedelta(days=1))
+            return self.rate_per_day * ((self.duration - self.history) / timedelta(days=1))
         return None
