@@ -81,10 +81,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from stream_app.alerts.rules import RulesError, rules_from_settings
     from stream_app.app import create_app
+    from stream_app.benchmarks.profile import ProfileError, profile_from_settings
 
-    try:  # a bad rules file stops the start at once, before any waiting for Kafka
+    try:  # a bad rules file or profile stops the start at once, before waiting for Kafka
         rules = rules_from_settings(settings)
-    except RulesError as exc:
+        profile_from_settings(settings)
+    except (RulesError, ProfileError) as exc:
         sys.stderr.write(f"kpi: {exc}\n")
         return 2
     _wait_for_topics(settings, timeout_s=args.broker_wait)
