@@ -72,11 +72,17 @@ DEFAULT_REGIONS: Final = (
     Region("APAC", 0.2, ("+08:00", "+09:00", "+05:30", "+10:00")),
     Region("LATAM", 0.1, ("-03:00", "-05:00")),
 )
+# Calibrated to the ecommerce benchmark profile (stream_app/benchmarks/profiles/ecommerce.toml,
+# which names each source). Last-touch attribution credits any purchase within 7 days of a
+# click, so click-to-purchase conversion is about purchases / clicks: some 40 clicks per
+# purchase put it at 2.5-3 %, inside 1-4 % (VWO citing Monetate, 2020). Costs per click of
+# about 1.00 on average then make CAC about 70, inside 53-91 (First Page Sage, 2024). The
+# campaign's own conversion is the small extra pull a click has on a purchase.
 DEFAULT_CAMPAIGNS: Final = (
-    Campaign("spring-sale", 0.35, Decimal("0.4500"), 0.20),
-    Campaign("newsletter", 0.25, Decimal("0.0500"), 0.10),
-    Campaign("search-brand", 0.2, Decimal("1.2000"), 0.30),
-    Campaign("social-retarget", 0.2, Decimal("0.6500"), 0.12),
+    Campaign("spring-sale", 0.35, Decimal("0.9500"), 0.012),
+    Campaign("newsletter", 0.25, Decimal("0.1500"), 0.020),
+    Campaign("search-brand", 0.2, Decimal("1.9000"), 0.015),
+    Campaign("social-retarget", 0.2, Decimal("1.1000"), 0.008),
 )
 
 
@@ -89,20 +95,30 @@ class Behaviour:
     target does not change how the population evolves.
     """
 
-    click_rate: float = 0.20
-    purchase_rate: float = 0.05
+    # The defaults are calibrated to the ecommerce benchmark profile
+    # (stream_app/benchmarks/profiles/ecommerce.toml, one source per band; the 30d window of
+    # a default run lands inside each band: tests/test_simulate_calibration.py).
+    # Clicks: about 40 per purchase (conversion 1-4 %, VWO citing Monetate, 2020).
+    click_rate: float = 0.40
+    # Organic purchases: with the clicks' conversions, a quarter of a month's buyers buy
+    # twice or more (repeat purchase rate 15-30 %, Opensend, 2025).
+    purchase_rate: float = 0.005
     nps_rate: float = 1 / 30
     # Gamma shape of per-customer rates: below 1, a few heavy users and many occasional ones.
     rate_shape: float = 0.8
     csat_probability: float = 0.25
-    # Satisfaction is latent, in (0, 1), Beta-distributed at signup.
-    satisfaction_alpha: float = 5.0
-    satisfaction_beta: float = 2.5
+    # Satisfaction is latent, in (0, 1), Beta-distributed at signup. Skewed high with a tail
+    # of unhappy customers: NPS about 40 (28-55, NPSpack, 2025) and CSAT about 80 % satisfied
+    # (ACSI online retail 75-85, 2025).
+    satisfaction_alpha: float = 1.4
+    satisfaction_beta: float = 0.3
     # Churn hazard per day at average satisfaction; x e^slope per unit of satisfaction lost.
-    churn_rate: float = 0.006
+    # About 12 % of the customers at a month's start leave within it (10-15 % a month,
+    # Opensend, 2025).
+    churn_rate: float = 0.0032
     churn_satisfaction_slope: float = 3.0
-    # New customers per day, as a share of the initial population.
-    growth_rate: float = 0.01
+    # New customers per day, as a share of the initial population (about 15 % a month).
+    growth_rate: float = 0.005
     # Initial customers sign up within this many days of the start.
     initial_signup_days: float = 2.0
     organic_share: float = 0.3
@@ -110,7 +126,8 @@ class Behaviour:
     resignup_probability: float = 0.3
     resignup_delay_days: float = 14.0
     region_switch_probability: float = 0.25
-    # Order values: lognormal around a per-customer median (heavy tail: some > 1000).
+    # Order values: lognormal around a per-customer median (heavy tail: some > 1000). AOV about
+    # 75, inside 50-192 (Opensend, 2025, citing Littledata: 60 % of Shopify stores).
     order_median: float = 40.0
     order_customer_sigma: float = 0.6
     order_sigma: float = 0.9

@@ -409,7 +409,9 @@ class PopulationModel:
         if survey_type == "nps":
             score = min(max(round(10 * s + gauss(0.0, 1.2)), 0), 10)
         else:
-            score = min(max(round(1 + 4 * s + gauss(0.0, 0.6)), 1), 5)
+            # A CSAT answer rates one order, so it scatters more around the customer's mood
+            # than an NPS answer (a point: the share satisfied lands in the ACSI band).
+            score = min(max(round(1 + 4 * s + gauss(0.0, 1.0)), 1), 5)
         self._emit(c, t, "survey", {"survey_type": survey_type, "score": score})
 
     # -- timing ---------------------------------------------------------------------------
