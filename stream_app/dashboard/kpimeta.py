@@ -13,15 +13,20 @@ from stream_app.kpis.registry import KPIS
 
 # The tiles of each window card, in order; the rest are in the "All KPIs" table.
 HEADLINE: Final[dict[str, tuple[str, ...]]] = {
+    # The numbers a CRM team reads first (issue 24), then the volume behind them.
     "segment": (
-        "active_end",
-        "new_customers",
         "churn_rate",
         "retention_rate",
+        "clv",
+        "ltv_cac_ratio",
+        "nps",
+        "csat",
+        "conversion_rate",
+        "cac",
+        "repeat_purchase_rate",
+        "aov",
         "revenue",
         "orders",
-        "aov",
-        "nps",
     ),
     "campaign": (
         "clicks",
