@@ -13,11 +13,22 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def read_text(path: Path, what: str, error: type[Exception]) -> str:
+    """A UTF-8 file's text; ``error`` says why it cannot be had (``what``: "the rules file")."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
 
 
 def suggest(value: str, choices: Iterable[str]) -> str:

@@ -14,24 +14,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from stream_app.dashboard.kpimeta import CRM_HEADLINE
 from stream_app.devstack import free_port
 from tests.test_devstack import _alive, _children, _start_dev
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
 
-# The KPIs a CRM team reads first: the demo must show each of them in every long window.
-HEADLINE = (
-    "churn_rate",
-    "retention_rate",
-    "clv",
-    "ltv_cac_ratio",
-    "nps",
-    "csat",
-    "conversion_rate",
-    "cac",
-    "repeat_purchase_rate",
-)
 LONG_WINDOWS = ("24h", "7d", "30d")
 TEST_CUSTOMERS = 2000
 
@@ -44,7 +33,7 @@ def _headline_gaps(client: redis.Redis) -> list[str]:
         if not snapshot:
             gaps.append(f"no kpi:{window}:all")
             continue
-        values = {k: json.loads(snapshot.get(k.encode(), b"null")) for k in HEADLINE}
+        values = {k: json.loads(snapshot.get(k.encode(), b"null")) for k in CRM_HEADLINE}
         gaps += [f"{window} {k}" for k, v in values.items() if v is None]
     day, month = snapshots["24h"], snapshots["30d"]
     if day and month and day[b"orders"] == month[b"orders"]:

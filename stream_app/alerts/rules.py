@@ -39,7 +39,7 @@ from pydantic import (
 from stream_app.kpis.formulas import BASE_INDEX, KpiValue, SegmentKind
 from stream_app.kpis.registry import KPIS
 from stream_app.settings import Duration, Settings
-from stream_app.tablefile import Lines, Vocabulary, describe, suggest, toml_lines
+from stream_app.tablefile import Lines, Vocabulary, describe, read_text, suggest, toml_lines
 
 CHURN_RULE = "churn_spike"
 
@@ -271,12 +271,7 @@ def load_rules(path: Path, windows: Sequence[str] = ()) -> tuple[ThresholdRule, 
         fmt = "yaml"
     else:
         raise RulesError(f"{path}: rules files end in .toml, .yaml or .yml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read the rules file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise RulesError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, "the rules file", RulesError)
     return parse_rules(text, fmt=fmt, source=str(path), windows=windows)
 
 

@@ -41,7 +41,7 @@ from pydantic import (
 
 from stream_app.kpis.registry import KPI_BY_NAME
 from stream_app.settings import Settings
-from stream_app.tablefile import Vocabulary, describe, suggest, toml_lines
+from stream_app.tablefile import Vocabulary, describe, read_text, suggest, toml_lines
 
 NO_PROFILE: Final = "none"
 _Text = Annotated[str, Field(min_length=1, max_length=300)]
@@ -225,12 +225,7 @@ def load_profile(spec: str, windows: Sequence[str] = ()) -> Profile:
             f"{spec!r}: not a shipped benchmark profile ({', '.join(shipped_profiles())}) "
             "nor the path of a .toml file"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read the profile ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise ProfileError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, "the profile", ProfileError)
     return parse_profile(text, source=str(path), windows=windows)
 
 
