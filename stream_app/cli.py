@@ -32,28 +32,6 @@ RESTART_GRACE_S = 5.0
 # The exit status of a worker that will not start on state it cannot read (not a crash).
 REFUSED_EXIT = 3
 
-# The demo's traffic: recent history so every window has numbers at once, then live events
-# at a pace where the 1h window visibly moves.
-DEMO_TRAFFIC = (
-    "simulate",
-    "--kafka",
-    "--realtime",
-    "--warmup",
-    "12h",
-    "--days",
-    "30",
-    "--customers",
-    "3000",
-    "--rate-per-day",
-    "200000",
-    "--inject-bad",
-    "0.002",
-    "--duplicates",
-    "0.01",
-    "--seed",
-    "7",
-)
-
 DEV_ENV_DEFAULTS = {
     "KPI_BROKER_SESSION_TIMEOUT": "10s",
     "KPI_BROKER_REBALANCE_TIMEOUT": "10s",
@@ -75,10 +53,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from stream_app.alerts.rules import RulesError, rules_from_settings
     from stream_app.app import create_app
+    from stream_app.benchmarks.profile import ProfileError, profile_from_settings
 
-    try:  # a bad rules file stops the start at once, before any waiting for Kafka
+    try:  # a bad rules file or profile stops the start at once, before waiting for Kafka
         rules = rules_from_settings(settings)
-    except RulesError as exc:
+        profile_from_settings(settings)
+    except (RulesError, ProfileError) as exc:
         sys.stderr.write(f"kpi: {exc}\n")
         return 2
     _wait_for_topics(settings, timeout_s=args.broker_wait)
@@ -233,6 +213,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
     stack = DevStack(log_dir=Path(args.log_dir))
     stopping: list[int] = []
+    traffic = None
+    if args.simulate:
+        from stream_app.simulate.demo import DEMO_CUSTOMERS, DemoTraffic
+
+        traffic = DemoTraffic(args.simulate_customers or DEMO_CUSTOMERS)
+        # The first thing the demo says: what it is about to send, and where.
+        logger.info("%s", traffic.summary())
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.append(signum)
@@ -292,9 +279,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             args.log_dir,
         )
         logger.info("dashboard: http://%s:%d/", _browser_host(settings.web_host), settings.web_port)
-        if args.simulate:
-            stack.spawn("simulate", [sys.executable, "-m", "stream_app", *DEMO_TRAFFIC], env=env)
-            logger.info("simulated traffic: kpi %s", " ".join(DEMO_TRAFFIC))
+        if traffic is not None:
+            argv = traffic.argv()
+            stack.spawn("simulate", [sys.executable, "-m", "stream_app", *argv], env=env)
+            logger.info("simulated traffic: kpi %s", " ".join(argv))
         if args.watch:
             # In the terminal, not a log file: the live view is what the demo is for.
             stack.spawn(
@@ -415,8 +403,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     dev.add_argument(
         "--simulate",
         action="store_true",
-        help="also send simulated traffic: half a day of history at once, then live events "
-        "stamped with the current time (a few per second)",
+        help="also send simulated traffic: 36 days of history at once, then live events "
+        "stamped with the current time (about 2 a second)",
+    )
+    dev.add_argument(
+        "--simulate-customers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --simulate: the simulated population, smaller for a lighter run; the "
+        "history's size follows it (default: the demo's, as README describes)",
     )
     dev.add_argument(
         "--watch",

@@ -204,6 +204,10 @@ class Settings(BaseSettings):
     churn_min_baseline: Duration = timedelta(days=1)
     churn_std_floor: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
 
+    # Benchmarks (contract section 8): a shipped profile's name, the path of a profile file,
+    # or "none". Read at start; a bad profile stops the start (stream_app/benchmarks).
+    benchmark_profile: Annotated[str, Field(min_length=1, max_length=1000)] = "ecommerce"
+
     # Alert evaluation and delivery (churn spikes and the rules file).
     alert_rules_file: Path | None = None
     alert_grace: Duration = timedelta(minutes=15)

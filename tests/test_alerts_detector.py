@@ -145,7 +145,8 @@ def test_no_false_alert_in_14_steady_days() -> None:
     """
     summary = measure(range(1, 21), customers=1000, days=14, params=DEFAULT)
     assert summary.buckets > 20 * 5 * 13 * 24  # ~6 segments x 13 judged days per run
-    assert summary.hourly_churn_all > 0.2  # there is churn to judge
+    # There is churn to judge: about 0.17 an hour (12 % of the customers a month).
+    assert summary.hourly_churn_all > 0.1
     assert summary.alerts == 0
 
 

@@ -27,7 +27,7 @@ from stream_app.redis_keys import ALERT_STATE, ALERTS
 from stream_app.segments.agent import segment_partition
 from stream_app.segments.store import SegmentStore
 from stream_app.settings import Settings
-from stream_app.simulate.config import DEFAULT_START, SimulationConfig
+from stream_app.simulate.config import DEFAULT_START, Behaviour, SimulationConfig
 from stream_app.simulate.model import generate
 from stream_app.simulate.scenarios import ChurnSpike
 
@@ -62,6 +62,9 @@ def spike_records() -> list[LogRecord]:
         customers=2000,
         events_target=4000,
         scenarios=(ChurnSpike(region="EU", at=SPIKE_AT, duration=timedelta(hours=3), factor=50),),
+        # A churnier population than the default (calibrated to e-commerce, about 12 % a
+        # month), so that the spike takes EU's 24h churn rate well over the rule's 5 %.
+        behaviour=Behaviour(churn_rate=0.006),
     )
     return list(generate(config))
 

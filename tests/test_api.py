@@ -209,7 +209,7 @@ async def test_snapshots_pair_each_window_with_its_previous_step(
         assert one_hour["previous"]["window_end"] == rfc3339(END - timedelta(minutes=5))
         assert one_hour["previous"]["orders"] == seeded["1h:region:EU"]["orders"] - 1
         assert body["windows"]["24h"]["previous"]["window_end"] == rfc3339(END - HOUR)
-        assert body["windows"]["7d"] == {"current": None, "previous": None}
+        assert body["windows"]["7d"] == {"current": None, "previous": None, "positions": {}}
         status, body, _ = await get(f"{base}/api/v1/snapshots?segment=all&windows=24h,1h")
         assert list(body["windows"]) == ["24h", "1h"]
 

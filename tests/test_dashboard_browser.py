@@ -5,13 +5,16 @@ the test skips, saying why, only if that fails) with a fresh profile and the fla
 it off the network, driven over the DevTools protocol (``tests/cdp.py``). The worker
 processes real events; the page must load without a failed request, show in its tiles
 exactly what Redis holds, follow a new snapshot within 3 seconds, turn "stale" when updates
-stop, and switch segments. A screenshot goes to ``test-artifacts/dashboard.png``.
+stop, draw each KPI's benchmark band and list the strengths and weaknesses the API ranks,
+and switch segments. A screenshot goes to ``test-artifacts/dashboard.png`` and to
+``docs/img/dashboard.png`` (README's picture).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,10 +26,11 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
+from stream_app.benchmarks.profile import load_profile
 from stream_app.published import kpi_kind
 from stream_app.watch.view import format_value
 from tests.cdp import Browser, Page, ensure_chromium
-from tests.conftest import StackEnv
+from tests.conftest import ROOT, StackEnv
 from tests.kpi_data import alert, rfc3339, write_alert, write_snapshot
 
 pytestmark = pytest.mark.integration
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.integration
 DB = 14
 WINDOWS = ("1h", "24h", "7d", "30d")
 CAMPAIGN = "campaign:spring-sale"
+README_PICTURE = ROOT / "docs" / "img" / "dashboard.png"
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +153,61 @@ async def _wait_values(page: Page, segment: str, client: redis.Redis) -> None:
     )
 
 
+BANDS_JS = """
+[...document.querySelectorAll('.tile')].map((tile) => {
+  const band = tile.querySelector('.band');
+  return {window: tile.dataset.window, kpi: tile.dataset.kpi, hidden: band.hidden,
+          position: band.dataset.position, side: band.dataset.side,
+          text: tile.querySelector('.band-text').textContent, title: band.title};
+})
+"""
+
+PANEL_JS = """
+(async () => {
+  const shown = (cls) => [...document.querySelectorAll(`#bench li.${cls}`)]
+    .map((li) => li.dataset.kpi);
+  const response = await fetch('api/v1/benchmarks/strengths-weaknesses?window=30d&segment=all');
+  const body = await response.json();
+  return {strengths: shown('strength'), weaknesses: shown('weakness'),
+          api: {strengths: body.strengths.map((e) => e.kpi).slice(0, 5),
+                weaknesses: body.weaknesses.map((e) => e.kpi).slice(0, 5)},
+          hint: document.getElementById('bench-hint').textContent,
+          bands: document.querySelector('.chart[data-chart="satisfaction"]').dataset.bands};
+})()
+"""
+
+
+async def _assert_bands_and_panel(page: Page) -> None:
+    """Each tile with a benchmark band on its window draws it and places the value; the
+    strengths and weaknesses panel lists what the API ranks, in its order."""
+    profile = load_profile("ecommerce", WINDOWS)
+    tiles = await page.evaluate(BANDS_JS)
+    banded = 0
+    for tile in tiles:
+        band = profile.band(tile["kpi"], tile["window"])
+        assert tile["hidden"] == (band is None), tile
+        if band is None:
+            continue
+        banded += 1
+        assert tile["text"].startswith((f"{tile['position']} ", "band ")), tile
+        assert "E-commerce" in tile["title"], tile
+        assert tile["position"] in ("below", "within", "above", ""), tile
+    assert banded >= 4 * 3  # NPS, CSAT and AOV have a band on every window
+    month_nps = next(t for t in tiles if t["window"] == "30d" and t["kpi"] == "nps")
+    # Scores 0 to 10 and 0 again: 2 promoters, 8 detractors of 12, NPS -50, under 28-55.
+    assert month_nps["position"] == "below"
+    assert month_nps["side"] == "worse"
+    assert month_nps["text"] == "below 28.0\u201355.0"
+    await page.wait_for("document.querySelectorAll('#bench li[data-kpi]').length > 0", 10)
+    panel = await page.evaluate(PANEL_JS)
+    assert panel["weaknesses"] == panel["api"]["weaknesses"]
+    assert panel["strengths"] == panel["api"]["strengths"]
+    assert "nps" in panel["weaknesses"]
+    assert panel["strengths"], "the clicks all converted: a conversion rate above 1-4 %"
+    assert panel["hint"].startswith("30d")
+    assert set(panel["bands"].split(",")) == {"nps", "csat"}  # shaded on the NPS/CSAT chart
+
+
 async def test_the_dashboard_in_headless_chromium(
     chromium: None,
     stack: StackEnv,
@@ -224,8 +284,13 @@ async def test_the_dashboard_in_headless_chromium(
         assert elapsed < 3.0
         await page.wait_for("document.getElementById('status').dataset.state === 'live'", 2)
         await _assert_page_shows_redis(page, client, "all")
-        await asyncio.sleep(0.3)
+        await _assert_bands_and_panel(page)
+        await page.enable(1440, 1280)  # tall enough for the panels under the window cards
+        await asyncio.sleep(0.5)
         await page.screenshot(artifacts_dir / "dashboard.png")
+        # README's "what you should see": refreshed by every run of this test.
+        README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifacts_dir / "dashboard.png", README_PICTURE)
 
         # The segment selector offers all, the regions and the campaign; each shows its own.
         options = await page.evaluate(

@@ -28,6 +28,7 @@ from stream_app.replay.dryrun import dry_run
 from stream_app.replay.records import ReplayRecord, Source, Unroutable
 from stream_app.settings import Settings
 from stream_app.simulate import SimulationConfig, generate
+from stream_app.simulate.config import Behaviour
 from tests.conftest import StackEnv, unique_name
 
 # ---------------------------------------------------------------------------- helpers
@@ -653,7 +654,13 @@ def test_jsonl_replay_delivers_every_record_byte_identical_and_keyed(
 ) -> None:
     settings = broker_env
     config = SimulationConfig(
-        seed=7, customers=60, duration=timedelta(days=3), events_target=400, inject_bad=0.05
+        seed=7,
+        customers=60,
+        duration=timedelta(days=3),
+        events_target=400,
+        inject_bad=0.05,
+        # Churnier than the default population, so that cancellations are among the topics.
+        behaviour=Behaviour(churn_rate=0.02),
     )
     logged = list(generate(config))
     path = kpi_env / "events.jsonl"

@@ -512,6 +512,10 @@ def test_parse_scenario_errors(text: str, message: str) -> None:
         ({"disorder": timedelta(hours=4)}, "disorder"),
         ({"inject_bad": 1.5}, "inject_bad"),
         ({"regions": ()}, "region"),
+        ({"history_events": 100}, "go together"),
+        ({"history": timedelta(days=1)}, "go together"),
+        ({"history": timedelta(days=40), "history_events": 100}, "shorter than the duration"),
+        ({"history": timedelta(days=1), "history_events": 0}, "at least 1"),
     ],
 )
 def test_config_rejects_nonsense(overrides: dict[str, Any], message: str) -> None:
@@ -724,3 +728,74 @@ def test_cli_rejects_bad_options(argv: list[str], capsys: pytest.CaptureFixture[
 def test_cli_reports_an_invalid_combination(tmp_path: Path) -> None:
     args = _cli_args("--disorder", "5h", "--out", str(tmp_path / "x.jsonl"))
     assert run(Settings(), args) == 2
+
+
+def _split_counts(config: SimulationConfig) -> tuple[int, int]:
+    """Records that leave before the end of the history, and after it."""
+    split = config.history / timedelta(milliseconds=1)
+    before = after = 0
+    for emission in Simulation(config).emissions():
+        if emission.stream_ms < split:
+            before += 1
+        else:
+            after += 1
+    return before, after
+
+
+def test_a_history_gets_its_own_volume_and_the_rest_keeps_its_rate() -> None:
+    history = SimulationConfig(
+        seed=3,
+        customers=300,
+        duration=timedelta(days=11),
+        rate_per_day=20_000,
+        history=timedelta(days=10),
+        history_events=3_000,
+        inject_bad=0.01,
+        duplicates=0.01,
+    )
+    before, after = _split_counts(history)
+    # Ten days in about 3,000 records, then the last day at about 20,000 a day.
+    assert abs(before - 3_000) / 3_000 < 0.25, before
+    assert abs(after - 20_000) / 20_000 < 0.25, after
+    plan = Simulation(history).plan
+    assert plan.history_activity_scale is not None
+    assert plan.history_activity_scale < plan.activity_scale
+    assert abs(plan.expected_records - 23_000) / 23_000 < 0.02
+    # Deterministic for a seed, like any other run.
+    assert _log_bytes(history) == _log_bytes(history)
+    # Without a history, one rate covers the whole run.
+    flat = SimulationConfig(seed=3, customers=300, duration=timedelta(days=11), rate_per_day=20_000)
+    flat_plan = Simulation(flat).plan
+    assert flat_plan.history_activity_scale is None
+    assert abs(flat_plan.expected_records - 220_000) / 220_000 < 0.02
+
+
+def test_cli_warmup_events_sizes_the_history_of_a_realtime_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = datetime(2027, 3, 4, 5, 6, 7, tzinfo=UTC)
+    argv = ("--realtime", "--kafka", "--warmup", "36d", "--days", "1", "--customers", "300")
+    config, pacing = build_config(
+        Settings(),
+        _cli_args(*argv, "--warmup-events", "4000", "--rate-per-day", "30000"),
+        clock=lambda: now,
+    )
+    assert config.start == now - timedelta(days=36)
+    assert config.history == timedelta(days=36)
+    assert config.history_events == 4000
+    assert config.rate_per_day == 30_000
+    assert pacing.elapsed_at_start == pytest.approx(36 * 86_400)
+    before, after = _split_counts(config)
+    assert abs(before - 4_000) / 4_000 < 0.25, before
+    assert abs(after - 30_000) / 30_000 < 0.25, after
+    # Without --warmup-events the warmup keeps the live rate: no separate history.
+    config, _ = build_config(
+        Settings(), _cli_args(*argv, "--rate-per-day", "30000"), clock=lambda: now
+    )
+    assert config.history == timedelta(0)
+    assert config.history_events is None
+    with pytest.raises(ValueError, match="needs --realtime"):
+        build_config(Settings(), _cli_args("--warmup-events", "10", "--out", "x"))
+    with pytest.raises(SystemExit):
+        _cli_args("--help")
+    assert "--warmup-events N" in capsys.readouterr().out

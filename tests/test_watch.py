@@ -346,6 +346,8 @@ def kpi_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith("KPI_"):
             monkeypatch.delenv(name)
+    # Values only unless a test asks for the band marks.
+    monkeypatch.setenv("KPI_BENCHMARK_PROFILE", "none")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -591,3 +593,40 @@ def test_a_key_of_the_wrong_type_is_skipped(
     assert table_rows(out)["updated"] == ["no snapshot"]
     assert "churn spike number 4" in out
     assert "1 malformed alert(s) skipped" in out
+
+
+@pytest.mark.integration
+def test_once_marks_each_kpi_against_its_benchmark_band(
+    watch_url: str,
+    kpi_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KPI_BENCHMARK_PROFILE", "ecommerce")
+    # The default profile (ecommerce): NPS 28-55 on every window, AOV 50-192, CAC 53-91 on
+    # 7d and 30d only, conversion 1-4 % on 7d and 30d, LTV/CAC 3-5 on 30d.
+    client = redis.Redis.from_url(watch_url)
+    month = snapshot(
+        "30d",
+        window_start="2026-10-03T00:00:00Z",
+        window_end="2026-11-02T00:00:00Z",
+        nps=12.0,
+        cac="60.00",
+        conversion_rate=0.05,
+        updated_at=datetime.now(UTC).isoformat(),
+    )
+    hour = snapshot("1h", updated_at=datetime.now(UTC).isoformat())
+    client.hset(f"kpi:30d:{SEGMENT}", mapping=as_hash(month))
+    client.hset(f"kpi:1h:{SEGMENT}", mapping=as_hash(hour))
+    client.close()
+
+    argv = ["watch", "--once", "--segment", SEGMENT, "--windows", "1h,30d"]
+    assert main([*argv, "--redis-url", watch_url]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert rows["nps"] == ["28.6  ·", "12.0  ↓"]
+    assert rows["aov"] == ["70.85  ·", "70.85  ·"]
+    assert rows["cac"] == ["2.14", "60.00  ·"]  # no 1h band for CAC: nothing to mark
+    assert rows["conversion_rate"] == ["5.00%", "5.00%  ↑"]
+    assert rows["csat"] == ["—", "—"]  # no value, nothing to place
+    assert "benchmark ecommerce: ↑ above, · within, ↓ below the band" in out

@@ -17,10 +17,9 @@ with one line per problem, each naming the file, the line and the rule.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -40,6 +39,7 @@ from pydantic import (
 from stream_app.kpis.formulas import BASE_INDEX, KpiValue, SegmentKind
 from stream_app.kpis.registry import KPIS
 from stream_app.settings import Duration, Settings
+from stream_app.tablefile import Lines, Vocabulary, describe, read_text, suggest, toml_lines
 
 CHURN_RULE = "churn_spike"
 
@@ -96,7 +96,7 @@ class ThresholdRule(BaseModel):
     @classmethod
     def _known_kpi(cls, value: str) -> str:
         if value not in KPI_KINDS:
-            raise ValueError(f"unknown KPI {value!r}{_suggest(value, KPI_KINDS)}")
+            raise ValueError(f"unknown KPI {value!r}{suggest(value, KPI_KINDS)}")
         return value
 
     @field_validator("window")
@@ -182,59 +182,18 @@ class RulesFile(BaseModel):
     rules: tuple[ThresholdRule, ...] = ()
 
 
-def _suggest(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 # -- locating errors ---------------------------------------------------------------------------
 
-_TOML_HEADER = re.compile(r"^\s*\[\[\s*rules\s*\]\]\s*(#.*)?$")
+_WORDS = Vocabulary(
+    title="invalid alert rules",
+    table="rules",
+    entry="rule",
+    entry_keys=tuple(ThresholdRule.model_fields),
+    top_keys=tuple(RulesFile.model_fields),
+)
 
 
-class _Lines:
-    """Where each rule (and each key of it) starts in the file, 1-based."""
-
-    def __init__(self, rules: list[int], keys: list[dict[str, int]], top: dict[str, int]) -> None:
-        self.rules = rules
-        self.keys = keys
-        self.top = top
-
-    def of(self, loc: tuple[int | str, ...]) -> int | None:
-        if not loc:
-            return None
-        if loc[0] != "rules" or len(loc) < 2 or not isinstance(loc[1], int):
-            return self.top.get(str(loc[0]))
-        index = loc[1]
-        if index >= len(self.rules):
-            return self.top.get("rules")
-        if len(loc) >= 3:
-            line = self.keys[index].get(str(loc[2]))
-            if line is not None:
-                return line
-        return self.rules[index]
-
-
-def _toml_lines(text: str) -> _Lines:
-    rules: list[int] = []
-    keys: list[dict[str, int]] = []
-    top: dict[str, int] = {}
-    key_re = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if _TOML_HEADER.match(line):
-            rules.append(number)
-            keys.append({})
-            continue
-        match = key_re.match(line)
-        if match:
-            target = keys[-1] if keys else top
-            target.setdefault(match.group(1), number)
-        elif line.strip().startswith("[") and not keys:
-            top.setdefault(line.strip().strip("[]").strip(), number)
-    return _Lines(rules, keys, top)
-
-
-def _yaml_lines(node: Any) -> _Lines:
+def _yaml_lines(node: Any) -> Lines:
     import yaml
 
     rules: list[int] = []
@@ -251,7 +210,7 @@ def _yaml_lines(node: Any) -> _Lines:
                         for field_key, _ in item.value:
                             fields[str(field_key.value)] = field_key.start_mark.line + 1
                     keys.append(fields)
-    return _Lines(rules, keys, top)
+    return Lines("rules", rules, keys, top)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -267,7 +226,7 @@ def parse_rules(
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise RulesError(f"{source}: not valid TOML: {exc}") from None
-        lines = _toml_lines(text)
+        lines = toml_lines(text, "rules")
     else:
         try:
             import yaml
@@ -289,7 +248,7 @@ def parse_rules(
     try:
         parsed = RulesFile.model_validate(data, context={"windows": list(windows)})
     except ValidationError as exc:
-        raise RulesError(_describe(exc, data, lines, source)) from None
+        raise RulesError(describe(exc, data, lines, source, _WORDS)) from None
     first: dict[str, int] = {}
     for index, rule in enumerate(parsed.rules):
         if rule.name in first:
@@ -312,43 +271,8 @@ def load_rules(path: Path, windows: Sequence[str] = ()) -> tuple[ThresholdRule, 
         fmt = "yaml"
     else:
         raise RulesError(f"{path}: rules files end in .toml, .yaml or .yml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read the rules file ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise RulesError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, "the rules file", RulesError)
     return parse_rules(text, fmt=fmt, source=str(path), windows=windows)
-
-
-def _describe(exc: ValidationError, data: Mapping[str, Any], lines: _Lines, source: str) -> str:
-    raw_rules = data.get("rules")
-    problems = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        line = lines.of(loc)
-        where = f"{source}:{line}" if line is not None else source
-        subject = ""
-        field = ".".join(str(part) for part in loc)
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            index = loc[1]
-            name = None
-            if isinstance(raw_rules, list) and index < len(raw_rules):
-                item = raw_rules[index]
-                if isinstance(item, Mapping):
-                    name = item.get("name")
-            subject = f"rule #{index + 1}" + (f" {name!r}" if isinstance(name, str) else "")
-            field = ".".join(str(part) for part in loc[2:])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden" and loc:
-            known = list(ThresholdRule.model_fields if subject else RulesFile.model_fields)
-            hint = _suggest(str(loc[-1]), known) or f"; known keys: {', '.join(known)}"
-            message = f"unknown key{hint}"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        parts = [part for part in (subject, field) if part]
-        problems.append(f"{where}: {': '.join([*parts, message])}")
-    return "invalid alert rules:\n  " + "\n  ".join(problems)
 
 
 def rules_from_settings(settings: Settings) -> tuple[ThresholdRule, ...]:

@@ -24,6 +24,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from redis.exceptions import RedisError
 
+from stream_app.benchmarks.compare import positions, strengths_and_weaknesses
+from stream_app.benchmarks.profile import profile_from_settings
 from stream_app.settings import Settings
 
 from . import kpimeta, openapi, params
@@ -121,6 +123,8 @@ class DashboardApi:
         self.windows = tuple(w.name for w in self.settings.windows)
         self.streams = 0  # live-update streams open (KPI_WEB_MAX_STREAMS at most)
         self.openapi = orjson.dumps(openapi.build(self.settings))
+        # Checked at start by the worker and `kpi dashboard` (a bad profile stops them).
+        self.profile = profile_from_settings(self.settings)
         self.stream_clients = Gauge(
             "kpi_dashboard_stream_clients",
             "Live-update (server-sent events) connections open on this server.",
@@ -190,7 +194,34 @@ class DashboardApi:
         found = await self.reader.snapshots(segment, windows)
         if not any(entry["current"] for entry in found.values()):
             return error_response(404, f"no snapshot for segment {segment}")
+        profile = self.profile
+        for window, entry in found.items():
+            current = entry["current"]
+            entry["positions"] = positions(current, window, profile) if current and profile else {}
         return _json({"segment": segment, "windows": found})
+
+    async def benchmarks(self, request: web.Request) -> web.StreamResponse:
+        if self.profile is None:
+            return error_response(404, "no benchmark profile (KPI_BENCHMARK_PROFILE is none)")
+        return _json(self.profile.as_json())
+
+    async def strengths_weaknesses(self, request: web.Request) -> web.StreamResponse:
+        window = params.window(_param(request, "window"), self.windows)
+        segment = params.segment(_param(request, "segment"), default="all")
+        if self.profile is None:
+            return error_response(404, "no benchmark profile (KPI_BENCHMARK_PROFILE is none)")
+        snapshot = await self.reader.snapshot(window, segment)
+        if snapshot is None:
+            return error_response(404, f"no snapshot of window {window} for segment {segment}")
+        return _json(
+            {
+                "window": window,
+                "segment": segment,
+                "profile": self.profile.name,
+                "window_end": snapshot.get("window_end"),
+                **strengths_and_weaknesses(snapshot, window, self.profile),
+            }
+        )
 
     async def history(self, request: web.Request) -> web.StreamResponse:
         window = params.window(_param(request, "window"), self.windows)
@@ -306,6 +337,8 @@ def routes(api: DashboardApi) -> tuple[tuple[str, Handler], ...]:
         (f"{API}/snapshots", api.snapshots),
         (f"{API}/history", api.history),
         (f"{API}/alerts", api.alerts),
+        (f"{API}/benchmarks", api.benchmarks),
+        (f"{API}/benchmarks/strengths-weaknesses", api.strengths_weaknesses),
         (f"{API}/stream", api.stream),
         (f"{API}/openapi.json", api.openapi_document),
         ("/health", api.health_handler),

@@ -11,18 +11,22 @@ from typing import Any, Final
 
 from stream_app.kpis.registry import KPIS
 
+# The numbers a CRM team reads first: the demo must show each of them in every long window.
+CRM_HEADLINE: Final = (
+    "churn_rate",
+    "retention_rate",
+    "clv",
+    "ltv_cac_ratio",
+    "nps",
+    "csat",
+    "conversion_rate",
+    "cac",
+    "repeat_purchase_rate",
+)
+
 # The tiles of each window card, in order; the rest are in the "All KPIs" table.
 HEADLINE: Final[dict[str, tuple[str, ...]]] = {
-    "segment": (
-        "active_end",
-        "new_customers",
-        "churn_rate",
-        "retention_rate",
-        "revenue",
-        "orders",
-        "aov",
-        "nps",
-    ),
+    "segment": (*CRM_HEADLINE, "aov", "revenue", "orders"),
     "campaign": (
         "clicks",
         "conversion_rate",

@@ -75,6 +75,58 @@ def build(settings: Settings) -> dict[str, Any]:
                         "description": "The history entry of the step before `current`.",
                         "anyOf": [snapshot, {"type": "null"}],
                     },
+                    "positions": {
+                        "description": "KPI -> where `current`'s value lies against its band "
+                        "in the benchmark profile; KPIs without a band or a value are absent.",
+                        "type": "object",
+                        "additionalProperties": _ref("Position"),
+                    },
+                },
+            },
+            "Position": {
+                "type": "string",
+                "enum": ["below", "within", "above"],
+                "description": "Where a KPI's value lies against its benchmark band.",
+            },
+            "Band": {
+                "type": "object",
+                "required": ["kpi", "windows", "low", "high", "higher_is_better", "source"],
+                "properties": {
+                    "kpi": {"type": "string"},
+                    "windows": {
+                        "description": "The windows it applies to; null: every window.",
+                        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
+                    },
+                    "low": {"type": "number"},
+                    "high": {"type": "number"},
+                    "higher_is_better": {"type": "boolean"},
+                    "note": {"type": ["string", "null"]},
+                    "source": {
+                        "type": "object",
+                        "required": ["title", "publisher", "year", "url"],
+                        "properties": {
+                            "title": {"type": "string"},
+                            "publisher": {"type": "string"},
+                            "year": {"type": "integer"},
+                            "url": {"type": "string"},
+                        },
+                    },
+                },
+            },
+            "Standing": {
+                "type": "object",
+                "required": ["kpi", "label", "value", "position", "score", "band"],
+                "properties": {
+                    "kpi": {"type": "string"},
+                    "label": {"type": "string"},
+                    "value": {"description": "As published (money a decimal string)."},
+                    "position": _ref("Position"),
+                    "score": {
+                        "type": "number",
+                        "description": "Band widths outside the band: positive better, "
+                        "negative worse, 0 within.",
+                    },
+                    "band": _ref("Band"),
                 },
             },
             "HistoryPoint": {
@@ -246,6 +298,52 @@ def build(settings: Settings) -> dict[str, Any]:
                     "default": ALERTS_LIMIT[0],
                 },
             ),
+        ),
+        f"{API}/benchmarks": get(
+            "The benchmark profile",
+            "The profile of KPI_BENCHMARK_PROFILE: `name`, `title` and its `bands`, each with "
+            "its public source. 404 when the setting is `none`.",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "title": {"type": "string"},
+                            "bands": {"type": "array", "items": _ref("Band")},
+                        },
+                    },
+                    "The profile",
+                ),
+                "404": _json(_ref("Error"), "No benchmark profile is configured."),
+            },
+        ),
+        f"{API}/benchmarks/strengths-weaknesses": get(
+            "Strengths and weaknesses of a window and segment",
+            "The current snapshot's KPIs against their bands: `strengths` (above the band "
+            "where higher is better, or below it where lower is), best first; `weaknesses`, "
+            "worst first; `within`, in snapshot order.",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "window": {"type": "string"},
+                            "segment": {"type": "string"},
+                            "profile": {"type": "string"},
+                            "window_end": {"type": "string"},
+                            **{
+                                key: {"type": "array", "items": _ref("Standing")}
+                                for key in ("strengths", "weaknesses", "within")
+                            },
+                        },
+                    },
+                    "Strengths and weaknesses",
+                ),
+                "404": _json(_ref("Error"), "No snapshot there, or no benchmark profile."),
+            },
+            _param("window", "Window name", window, required=True),
+            _param("segment", "Segment (default: all)", segment),
         ),
         f"{API}/stream": get(
             "Live snapshots and alerts (server-sent events)",

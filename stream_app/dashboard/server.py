@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from stream_app.benchmarks.profile import ProfileError, profile_from_settings
 from stream_app.cliutil import with_signals
 from stream_app.metrics import MalformedReads
 from stream_app.redaction import redacted, redis_url_option
@@ -165,6 +166,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; exit 2 when the address cannot be bound."""
     host = args.host if args.host is not None else settings.web_host
     port = args.port if args.port is not None else settings.web_port
+    try:  # a bad benchmark profile stops the start, as it does the worker's
+        profile_from_settings(settings)
+    except ProfileError as exc:
+        logger.error("dashboard: %s", exc)
+        return EXIT_ERROR
     try:
         return asyncio.run(_serve(settings, host, port, args.redis_url))
     except KeyboardInterrupt:

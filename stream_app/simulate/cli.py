@@ -37,6 +37,8 @@ volume:
   --events N sets the approximate total of records (faults included) and --rate-per-day N
   the records per simulated day; the customers' activity is scaled to match. Without
   either, about 0.5 events per customer and day (1000 customers x 40 days = ~20,000).
+  With --realtime, --warmup-events N sizes the history sent at once on its own, so a
+  long history can be small while the live traffic keeps its rate.
 
 scenarios (repeatable --scenario NAME:key=value,...; duration as hours=, days=,
 minutes= or duration=6h):
@@ -52,6 +54,8 @@ examples:
   kpi simulate --out events.jsonl                         # 40 days, ~20,000 records
   kpi simulate --kafka --speedup 3600 --inject-bad 0.01   # one simulated hour per second
   kpi simulate --kafka --realtime --rate-per-day 50000    # 2 days of history, then live
+  kpi simulate --kafka --realtime --warmup 36d --warmup-events 150000 \
+      --rate-per-day 250000 --disorder 1s    # 36 days at once, then ~3 records/s, current
   kpi simulate --out spike.jsonl \\
       --scenario churn_spike:region=EU,at=2026-11-10T00:00:00Z,hours=6,factor=8
 
@@ -226,6 +230,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         f"from now ({format_duration(REALTIME_WARMUP)})",
     )
     sink.add_argument(
+        "--warmup-events",
+        type=positive(int),
+        metavar="N",
+        help="with --realtime: approximate records of the warmup, faults included; "
+        "--events or --rate-per-day then set the live traffic only (default: one rate for both)",
+    )
+    sink.add_argument(
         "--batch-size",
         type=positive(int),
         default=500,
@@ -254,6 +265,8 @@ def build_config(
         now = clock()
         start = now.replace(microsecond=0) - args.warmup
         elapsed = (now - start).total_seconds()
+    if args.warmup_events is not None and not args.realtime:
+        raise ValueError("--warmup-events needs --realtime")
     if args.disorder > MAX_DISORDER:
         raise ValueError(f"--disorder must be at most {format_duration(MAX_DISORDER)}")
     duration = timedelta(days=args.days) + (args.warmup if args.realtime else timedelta(0))
@@ -264,6 +277,8 @@ def build_config(
         customers=args.customers,
         events_target=args.events,
         rate_per_day=args.rate_per_day,
+        history=args.warmup if args.warmup_events is not None else timedelta(0),
+        history_events=args.warmup_events,
         scenarios=tuple(args.scenario),
         disorder=args.disorder,
         inject_bad=args.inject_bad,

@@ -72,11 +72,17 @@ DEFAULT_REGIONS: Final = (
     Region("APAC", 0.2, ("+08:00", "+09:00", "+05:30", "+10:00")),
     Region("LATAM", 0.1, ("-03:00", "-05:00")),
 )
+# Calibrated to the ecommerce benchmark profile (stream_app/benchmarks/profiles/ecommerce.toml,
+# which names each source). Last-touch attribution credits any purchase within 7 days of a
+# click, so click-to-purchase conversion is about purchases / clicks: some 40 clicks per
+# purchase put it at 2.5-3 %, inside 1-4 % (VWO citing Monetate, 2020). Costs per click of
+# about 1.00 on average then make CAC about 70, inside 53-91 (First Page Sage, 2024). The
+# campaign's own conversion is the small extra pull a click has on a purchase.
 DEFAULT_CAMPAIGNS: Final = (
-    Campaign("spring-sale", 0.35, Decimal("0.4500"), 0.20),
-    Campaign("newsletter", 0.25, Decimal("0.0500"), 0.10),
-    Campaign("search-brand", 0.2, Decimal("1.2000"), 0.30),
-    Campaign("social-retarget", 0.2, Decimal("0.6500"), 0.12),
+    Campaign("spring-sale", 0.35, Decimal("0.9500"), 0.012),
+    Campaign("newsletter", 0.25, Decimal("0.1500"), 0.020),
+    Campaign("search-brand", 0.2, Decimal("1.9000"), 0.015),
+    Campaign("social-retarget", 0.2, Decimal("1.1000"), 0.008),
 )
 
 
@@ -89,20 +95,30 @@ class Behaviour:
     target does not change how the population evolves.
     """
 
-    click_rate: float = 0.20
-    purchase_rate: float = 0.05
+    # The defaults are calibrated to the ecommerce benchmark profile
+    # (stream_app/benchmarks/profiles/ecommerce.toml, one source per band; the 30d window of
+    # a default run lands inside each band: tests/test_simulate_calibration.py).
+    # Clicks: about 40 per purchase (conversion 1-4 %, VWO citing Monetate, 2020).
+    click_rate: float = 0.40
+    # Organic purchases: with the clicks' conversions, a quarter of a month's buyers buy
+    # twice or more (repeat purchase rate 15-30 %, Opensend, 2025).
+    purchase_rate: float = 0.005
     nps_rate: float = 1 / 30
     # Gamma shape of per-customer rates: below 1, a few heavy users and many occasional ones.
     rate_shape: float = 0.8
     csat_probability: float = 0.25
-    # Satisfaction is latent, in (0, 1), Beta-distributed at signup.
-    satisfaction_alpha: float = 5.0
-    satisfaction_beta: float = 2.5
+    # Satisfaction is latent, in (0, 1), Beta-distributed at signup. Skewed high with a tail
+    # of unhappy customers: NPS about 40 (28-55, NPSpack, 2025) and CSAT about 80 % satisfied
+    # (ACSI online retail 75-85, 2025).
+    satisfaction_alpha: float = 1.4
+    satisfaction_beta: float = 0.3
     # Churn hazard per day at average satisfaction; x e^slope per unit of satisfaction lost.
-    churn_rate: float = 0.006
+    # About 12 % of the customers at a month's start leave within it (10-15 % a month,
+    # Opensend, 2025).
+    churn_rate: float = 0.0032
     churn_satisfaction_slope: float = 3.0
-    # New customers per day, as a share of the initial population.
-    growth_rate: float = 0.01
+    # New customers per day, as a share of the initial population (about 15 % a month).
+    growth_rate: float = 0.005
     # Initial customers sign up within this many days of the start.
     initial_signup_days: float = 2.0
     organic_share: float = 0.3
@@ -110,7 +126,8 @@ class Behaviour:
     resignup_probability: float = 0.3
     resignup_delay_days: float = 14.0
     region_switch_probability: float = 0.25
-    # Order values: lognormal around a per-customer median (heavy tail: some > 1000).
+    # Order values: lognormal around a per-customer median (heavy tail: some > 1000). AOV about
+    # 75, inside 50-192 (Opensend, 2025, citing Littledata: 60 % of Shopify stores).
     order_median: float = 40.0
     order_customer_sigma: float = 0.6
     order_sigma: float = 0.9
@@ -164,6 +181,11 @@ class SimulationConfig:
     per customer and day). Lifecycle events (signups, cancellations) are not scaled, so a
     target far below them cannot be met; the generator logs a warning then.
 
+    A history played at another volume (a real-time run's recent past, sent at once, then
+    live traffic at a few events per second): ``history_events`` records for the first
+    ``history`` of the period; ``events_target`` or ``rate_per_day`` then cover the rest
+    only (without either, the rest is unscaled). Each part gets its own activity scale.
+
     Fault ratios are per on-time event: ``inject_bad`` adds that many malformed messages,
     ``duplicates`` that many exact re-sends, ``late`` that many events at least 35 days
     older than the newest event (only once 36 days of simulated time have passed).
@@ -175,6 +197,8 @@ class SimulationConfig:
     customers: int = 1000
     events_target: int | None = None
     rate_per_day: float | None = None
+    history: timedelta = timedelta(0)
+    history_events: int | None = None
     regions: tuple[Region, ...] = DEFAULT_REGIONS
     campaigns: tuple[Campaign, ...] = DEFAULT_CAMPAIGNS
     behaviour: Behaviour = field(default_factory=Behaviour)
@@ -200,6 +224,13 @@ class SimulationConfig:
             raise ValueError("events_target must be at least 1")
         if self.rate_per_day is not None and self.rate_per_day <= 0:
             raise ValueError("rate_per_day must be positive")
+        if (self.history_events is None) != (self.history == timedelta(0)):
+            raise ValueError("history and history_events go together")
+        if self.history_events is not None:
+            if self.history_events < 1:
+                raise ValueError("history_events must be at least 1")
+            if not timedelta(0) < self.history < self.duration:
+                raise ValueError("history must be positive and shorter than the duration")
         if not self.regions or not self.campaigns:
             raise ValueError("at least one region and one campaign are required")
         if len({r.code for r in self.regions}) != len(self.regions):
@@ -220,9 +251,9 @@ class SimulationConfig:
 
     @property
     def target_records(self) -> float | None:
-        """The requested total number of records, if any."""
+        """The requested number of records after the history (all of them without one)."""
         if self.events_target is not None:
             return float(self.events_target)
         if self.rate_per_day is not None:
-            return self.rate_per_day * (self.duration / timedelta(days=1))
+            return self.rate_per_day * ((self.duration - self.history) / timedelta(days=1))
         return None

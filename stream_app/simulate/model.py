@@ -82,7 +82,12 @@ class Simulation:
         self._warn_about_config()
         config = self.config
         model = PopulationModel(
-            config, self._model_rng, self.plan.activity_scale, self.stats, self.run_tag
+            config,
+            self._model_rng,
+            self.plan.activity_scale,
+            self.stats,
+            self.run_tag,
+            history_scale=self.plan.history_activity_scale,
         )
         reorder = Reorderer(config.disorder, self._order_rng)
         faults = FaultInjector(config, self._fault_rng, self.stats, self.run_tag)

@@ -94,16 +94,24 @@ class _Customer:
 
 
 class _Timeline:
-    """Scenario effects as factors that are constant between breakpoints (ms since start)."""
+    """Scenario effects as factors that are constant between breakpoints (ms since start).
 
-    def __init__(self, config: SimulationConfig) -> None:
+    A history played at another volume is one more piece: before its end, activity is
+    multiplied by ``history_factor`` (its scale relative to the rest's).
+    """
+
+    def __init__(self, config: SimulationConfig, history_factor: float = 1.0) -> None:
         start = config.start
 
         def ms(moment: datetime) -> int:
             return int((moment - start) / timedelta(milliseconds=1))
 
         spans = [(ms(s.at), ms(s.end), s) for s in config.scenarios]
-        self.breaks: list[int] = sorted({edge for lo, hi, _ in spans for edge in (lo, hi)})
+        history_end = int(config.history / timedelta(milliseconds=1))
+        edges = {edge for lo, hi, _ in spans for edge in (lo, hi)}
+        if history_end > 0:
+            edges.add(history_end)
+        self.breaks: list[int] = sorted(edges)
         # Piece i covers [breaks[i-1], breaks[i]); piece 0 starts at minus infinity.
         reps = [None, *self.breaks]
 
@@ -117,8 +125,18 @@ class _Timeline:
                 factors.append(value)
             return factors
 
+        # Piece 0 starts at minus infinity: with a history, it lies in it.
+        history = [
+            history_factor if history_end > 0 and (rep is None or rep < history_end) else 1.0
+            for rep in reps
+        ]
         self.churn = {r.code: product("churn_factor", r.code) for r in config.regions}
-        self.activity = {r.code: product("activity_factor", r.code) for r in config.regions}
+        self.activity = {
+            r.code: [
+                f * h for f, h in zip(product("activity_factor", r.code), history, strict=True)
+            ]
+            for r in config.regions
+        }
         self.conversion = {
             c.campaign_id: product("conversion_factor", c.campaign_id) for c in config.campaigns
         }
@@ -146,6 +164,7 @@ class PopulationModel:
         activity_scale: float,
         stats: SimulationStats,
         run_tag: str,
+        history_scale: float | None = None,
     ) -> None:
         self._config = config
         self._b = config.behaviour
@@ -156,7 +175,9 @@ class PopulationModel:
         self._start = config.start
         self._start_ms = int(config.start.timestamp() * 1000)
         self._end = float(config.duration / timedelta(milliseconds=1))
-        self._timeline = _Timeline(config)
+        self._timeline = _Timeline(
+            config, 1.0 if history_scale is None else history_scale / activity_scale
+        )
         self._mean_satisfaction = satisfaction_mean(self._b)
         self._heap: list[tuple[int, int, int, int, int]] = []
         self._seq = 0
@@ -388,7 +409,9 @@ class PopulationModel:
         if survey_type == "nps":
             score = min(max(round(10 * s + gauss(0.0, 1.2)), 0), 10)
         else:
-            score = min(max(round(1 + 4 * s + gauss(0.0, 0.6)), 1), 5)
+            # A CSAT answer rates one order, so it scatters more around the customer's mood
+            # than an NPS answer (a point: the share satisfied lands in the ACSI band).
+            score = min(max(round(1 + 4 * s + gauss(0.0, 1.0)), 1), 5)
         self._emit(c, t, "survey", {"survey_type": survey_type, "score": score})
 
     # -- timing ---------------------------------------------------------------------------

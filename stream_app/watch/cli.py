@@ -19,6 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 from rich.console import Console
 from rich.measure import Measurement
 
+from stream_app.benchmarks.profile import ProfileError, profile_from_settings
 from stream_app.redaction import redacted, redis_url_option
 from stream_app.redis_keys import ALERTS, segment_updates_pattern, snapshot_key
 from stream_app.settings import Settings
@@ -300,7 +301,11 @@ def client_factory(url: str, password: str | None) -> Connect:
 def build_state(settings: Settings, args: argparse.Namespace, source: str) -> WatchState:
     windows = args.windows or tuple(window.name for window in settings.windows)
     state = WatchState(
-        segment=args.segment, windows=windows, stale_after_s=args.stale_after, source=source
+        segment=args.segment,
+        windows=windows,
+        stale_after_s=args.stale_after,
+        source=source,
+        profile=profile_from_settings(settings),
     )
     state.status = "connecting"
     return state
@@ -310,7 +315,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``kpi watch``; see the exit status in ``kpi watch --help``."""
     url = args.redis_url or settings.redis_url
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    state = build_state(settings, args, redacted(url))
+    try:
+        state = build_state(settings, args, redacted(url))
+    except ProfileError as exc:
+        sys.stderr.write(f"kpi watch: {exc}\n")
+        return EXIT_ERROR
     connect = client_factory(url, password)
     if args.once:
         return _once(state, connect)

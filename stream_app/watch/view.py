@@ -20,6 +20,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from stream_app.benchmarks.compare import Position, position
+from stream_app.benchmarks.profile import Profile
 from stream_app.kpis.registry import KPI_BY_NAME, KPIS, names_for, segment_kind
 from stream_app.published import (
     AlertRow,
@@ -38,6 +40,8 @@ NULL: Final = "—"
 UP: Final = "▲"
 DOWN: Final = "▼"
 SAME: Final = "="
+# Where a value lies against its benchmark band (KPI_BENCHMARK_PROFILE).
+BAND_MARKS: Final[dict[Position, str]] = {"below": "↓", "within": "·", "above": "↑"}
 
 # KPIs where a rise is bad news: their arrows are coloured the other way round.
 WORSE_WHEN_UP: Final = frozenset(kpi.name for kpi in KPIS if not kpi.higher_is_better)
@@ -87,6 +91,7 @@ class WatchState:
     # A problem to show instead of "live", e.g. Redis unreachable; None when all is well.
     status: str | None = None
     source: str = ""
+    profile: Profile | None = None
     _alert_keys: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
@@ -226,7 +231,20 @@ def is_stale(view: WindowView, now: datetime, stale_after_s: float) -> bool:
     return (now - updated).total_seconds() > stale_after_s
 
 
-def _cell(name: str, view: WindowView) -> Text:
+def band_mark(name: str, value: Any, window: str, profile: Profile | None) -> Text:
+    """↓, · or ↑ for below, within or above the KPI's band (green: the better side or
+    within, red: the worse side); a blank where there is no band or no value."""
+    band = profile.band(name, window) if profile is not None else None
+    where = position(value, band) if band is not None else None
+    if band is None or where is None:
+        return Text(" ")
+    if where == "within":
+        return Text(BAND_MARKS[where], style="green")
+    good = (where == "above") == band.better_high
+    return Text(BAND_MARKS[where], style="bold green" if good else "bold red")
+
+
+def _cell(name: str, view: WindowView, profile: Profile | None) -> Text:
     current = view.current
     if current is None:
         return Text("")
@@ -237,6 +255,8 @@ def _cell(name: str, view: WindowView) -> Text:
     cell = Text(format_value(name, value), style="dim" if value is None else "")
     cell.append(" ")
     cell.append(mark or " ", style=_arrow_style(name, mark))
+    if profile is not None:
+        cell.append(band_mark(name, value, view.name, profile))
     return cell
 
 
@@ -285,7 +305,8 @@ def render_table(state: WatchState, now: datetime) -> Table:
         if group is not None and KPI_BY_NAME[name].group != group:
             table.add_section()
         group = KPI_BY_NAME[name].group
-        table.add_row(name, *(_cell(name, state.views[w]) for w in state.windows))
+        cells = (_cell(name, state.views[w], state.profile) for w in state.windows)
+        table.add_row(name, *cells)
     return table
 
 
@@ -337,6 +358,14 @@ def render(state: WatchState, now: datetime) -> RenderableType:
         notes.append(f"{state.malformed_alerts} malformed alert(s) skipped")
     if notes:
         parts.append(Text("; ".join(notes), style="yellow"))
+    if state.profile is not None:
+        parts.append(
+            Text(
+                f"benchmark {state.profile.name}: ↑ above, · within, ↓ below the band "
+                "(green the better side, red the worse)",
+                style="dim",
+            )
+        )
     parts.append(render_alerts(state))
     parts.append(render_table(state, now))
     return Group(*parts)

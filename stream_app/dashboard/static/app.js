@@ -50,6 +50,9 @@
     redis: "connecting",
     staleAfterMs: 60000,
     generation: 0,
+    profile: null,            // the benchmark profile (api/v1/benchmarks), null without one
+    benchWindow: null,        // the window the strengths and weaknesses panel reads
+    benchTimer: null,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -285,7 +288,10 @@
         tile.dataset.kpi = name;
         const label = el("div", "tile-label", state.kpis.get(name).label);
         label.title = name;
-        tile.append(label, el("div", "tile-value null", NULL), el("div", "delta"));
+        const band = el("div", "band");
+        band.hidden = true;
+        band.append(el("span", "band-range"), el("span", "band-mark"));
+        tile.append(label, el("div", "tile-value null", NULL), band, el("div", "band-text"), el("div", "delta"));
         tiles.append(tile);
       }
       card.append(head, sub, tiles);
@@ -333,6 +339,7 @@
     for (const tile of card.querySelectorAll(".tile")) {
       const name = tile.dataset.kpi;
       setValue(tile.querySelector(".tile-value"), name, current ? current[name] : undefined, flash);
+      setBand(tile, name, window, current ? current[name] : undefined);
       setDelta(tile.querySelector(".delta"), name, current, entry.previous);
     }
     renderTableColumn(window, flash);
@@ -360,6 +367,127 @@
       .map((e) => (e.current ? parseTime(e.current.watermark) : null))
       .filter((t) => t !== null);
     $("asof").textContent = watermarks.length ? `Events up to ${dayTime(Math.max(...watermarks))} UTC` : "";
+  }
+
+  // ---------------------------------------------------------------- benchmark bands
+
+  function bandFor(kpi, window) {
+    if (!state.profile) return null;
+    return state.profile.bands.find((b) => b.kpi === kpi && (b.windows === null || b.windows.includes(window))) || null;
+  }
+
+  /* The same reading as the API's (stream_app/benchmarks/compare.py): the ends are within. */
+  function placeOnBand(value, band) {
+    const number = asNumber(value);
+    if (number === null) return null;
+    if (number < band.low) return "below";
+    return number > band.high ? "above" : "within";
+  }
+
+  function bandSide(band, where) {
+    if (where === "within") return "within";
+    return (where === "above") === band.higher_is_better ? "better" : "worse";
+  }
+
+  function bandRange(kpi, band) {
+    return `${formatValue(kpi, band.low)}\u2013${formatValue(kpi, band.high)}`;
+  }
+
+  function bandSource(band) {
+    return `${band.source.publisher}, ${band.source.year}`;
+  }
+
+  function setBand(tile, name, window, value) {
+    const node = tile.querySelector(".band");
+    const text = tile.querySelector(".band-text");
+    const band = bandFor(name, window);
+    const where = band ? placeOnBand(value, band) : null;
+    node.hidden = band === null;
+    text.textContent = band ? `${where ? `${where} ` : "band "}${bandRange(name, band)}` : "";
+    const side = band && where ? bandSide(band, where) : "none";
+    node.dataset.side = side;
+    text.dataset.side = side;
+    node.dataset.position = where || "";
+    const about = band ? `${state.profile.title} benchmark ${bandRange(name, band)}: ${band.source.title} (${bandSource(band)})` : "";
+    node.title = about;
+    text.title = about;
+    const mark = node.querySelector(".band-mark");
+    mark.hidden = !where;
+    if (band && where) {
+      // The band is the middle third of the track: low at 1/3, high at 2/3.
+      const number = asNumber(value);
+      const at = (1 + (number - band.low) / (band.high - band.low)) / 3;
+      mark.style.left = `${(100 * Math.min(0.98, Math.max(0.02, at))).toFixed(1)}%`;
+    }
+  }
+
+  async function loadProfile() {
+    try {
+      state.profile = await getJSON("benchmarks");
+    } catch (error) {
+      state.profile = null;
+      if (!(error instanceof HttpError && error.status === 404)) onFetchError(error, "benchmarks");
+    }
+    $("bench-panel").hidden = state.profile === null;
+  }
+
+  function benchItem(entry, cls) {
+    const item = el("li", cls);
+    item.dataset.kpi = entry.kpi;
+    item.dataset.position = entry.position;
+    const band = entry.band;
+    item.append(
+      el("span", "kpi-name", entry.label),
+      el("span", "kpi-value", formatValue(entry.kpi, entry.value)),
+      el("span", "kpi-band", `${entry.position} ${bandRange(entry.kpi, band)} \u00b7 ${band.source.publisher}, ${band.source.year}`),
+    );
+    item.title = `${band.source.title} (${band.source.url})`;
+    return item;
+  }
+
+  function renderStrengths(body) {
+    const box = $("bench");
+    box.replaceChildren();
+    $("bench-hint").textContent = body ? `${body.window} \u00b7 vs ${state.profile.title}` : "";
+    if (!body) {
+      box.append(el("div", "empty", "No snapshot to compare yet"));
+      return;
+    }
+    const groups = [["Strengths", body.strengths, "strength"], ["Weaknesses", body.weaknesses, "weakness"]];
+    for (const [title, entries, cls] of groups) {
+      const section = el("section", `bench-${cls}`);
+      section.append(el("h3", null, title));
+      const list = el("ol");
+      for (const entry of entries.slice(0, 5)) list.append(benchItem(entry, cls));
+      if (!entries.length) list.append(el("li", "empty", `No KPI ${cls === "strength" ? "better" : "worse"} than its band`));
+      section.append(list);
+      box.append(section);
+    }
+    box.append(el("div", "hint", `${body.within.length} within ${body.within.length === 1 ? "its band" : "their bands"}`));
+  }
+
+  async function loadStrengths(generation) {
+    if (!state.profile) return;
+    const window = state.benchWindow;
+    try {
+      const body = await getJSON(`benchmarks/strengths-weaknesses?window=${encodeURIComponent(window)}&segment=${encodeURIComponent(state.segment)}`);
+      if (generation !== state.generation) return;
+      renderStrengths(body);
+    } catch (error) {
+      if (generation !== state.generation) return;
+      renderStrengths(null);
+      if (!(error instanceof HttpError && error.status === 404)) onFetchError(error, "strengths and weaknesses");
+    }
+  }
+
+  /* Live snapshots of the panel's window come every second at most: re-read it every 5 s. */
+  function strengthsSoon() {
+    if (state.benchTimer !== null) return;
+    const generation = state.generation;
+    state.benchTimer = setTimeout(() => {
+      state.benchTimer = null;
+      loadStrengths(generation);
+    }, 5000);
   }
 
   // ---------------------------------------------------------------- all-KPIs table
@@ -421,6 +549,7 @@
     state.noData = false;
     renderWindow(window, live);
     if (window === state.chartWindow) updateChartPoint(snapshot);
+    if (window === state.benchWindow) strengthsSoon();
     renderStatus();
   }
 
@@ -500,7 +629,9 @@
       const box = el("div", "chart");
       box.dataset.chart = spec.id;
       const body = el("div", "chart-body");
-      box.append(el("div", "chart-title", spec.title), body);
+      const title = el("div", "chart-title", spec.title);
+      title.append(el("span", "hint chart-bands"));
+      box.append(title, body);
       container.append(box);
       const chart = { spec, body, plot: null, observer: new ResizeObserver(() => resizeChart(chart)) };
       chart.observer.observe(body);
@@ -546,6 +677,7 @@
     return {
       width: Math.max(200, Math.floor(chart.body.clientWidth)),
       height: 170,
+      hooks: { drawClear: [(u) => drawBands(u, chart, colors)] },
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
@@ -564,6 +696,26 @@
         })),
       ],
     };
+  }
+
+  /* Each series' benchmark band on the chart's window: a shaded strip in its colour,
+     drawn under the lines. */
+  function drawBands(u, chart, colors) {
+    const ctx = u.ctx;
+    const { left, top, width, height } = u.bbox;
+    chart.spec.series.forEach(([kpi, axis], i) => {
+      const band = bandFor(kpi, state.chartWindow);
+      if (!band) return;
+      const scale = axis === 1 ? "y2" : "y";
+      const y1 = Math.max(top, Math.min(top + height, u.valToPos(band.high, scale, true)));
+      const y2 = Math.max(top, Math.min(top + height, u.valToPos(band.low, scale, true)));
+      if (!(y2 > y1)) return;
+      ctx.save();
+      ctx.fillStyle = colors[i % colors.length];
+      ctx.globalAlpha = 0.13;
+      ctx.fillRect(left, y1, width, y2 - y1);
+      ctx.restore();
+    });
   }
 
   function chartColumns(chart) {
@@ -585,6 +737,9 @@
       } else {
         chart.plot.setData(chartColumns(chart));
       }
+      const banded = chart.spec.series.map(([kpi]) => kpi).filter((kpi) => bandFor(kpi, state.chartWindow));
+      chart.body.parentElement.dataset.bands = banded.join(",");
+      chart.body.parentElement.querySelector(".chart-bands").textContent = banded.length ? " \u00b7 shaded: benchmark band" : "";
     }
   }
 
@@ -814,6 +969,7 @@
     loadSnapshots(generation);
     loadAlerts(generation);
     loadHistory(generation);
+    loadStrengths(generation);
   }
 
   function selectSegment(segment) {
@@ -858,6 +1014,9 @@
     } catch (_) {
       currencySymbol = meta.currency + " ";
     }
+    // The longest window: where the bands of monthly figures (churn, retention) apply.
+    state.benchWindow = state.windows[state.windows.length - 1];
+    await loadProfile();
     buildChartTabs();
     $("segment").addEventListener("change", (event) => selectSegment(event.target.value));
     window.addEventListener("hashchange", () => {
