@@ -6,15 +6,14 @@ it off the network, driven over the DevTools protocol (``tests/cdp.py``). The wo
 processes real events; the page must load without a failed request, show in its tiles
 exactly what Redis holds, follow a new snapshot within 3 seconds, turn "stale" when updates
 stop, draw each KPI's benchmark band and list the strengths and weaknesses the API ranks,
-and switch segments. A screenshot goes to ``test-artifacts/dashboard.png`` and to
-``docs/img/dashboard.png`` (README's picture).
+and switch segments. A screenshot goes to ``test-artifacts/dashboard.png`` (README's picture
+is the demo's dashboard, taken by ``tests/test_demo.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from stream_app.benchmarks.profile import load_profile
 from stream_app.published import kpi_kind
 from stream_app.watch.view import format_value
 from tests.cdp import Browser, Page, ensure_chromium
-from tests.conftest import ROOT, StackEnv
+from tests.conftest import StackEnv
 from tests.kpi_data import alert, rfc3339, write_alert, write_snapshot
 
 pytestmark = pytest.mark.integration
@@ -38,7 +37,6 @@ pytestmark = pytest.mark.integration
 DB = 14
 WINDOWS = ("1h", "24h", "7d", "30d")
 CAMPAIGN = "campaign:spring-sale"
-README_PICTURE = ROOT / "docs" / "img" / "dashboard.png"
 
 
 @pytest.fixture(scope="module")
@@ -288,9 +286,6 @@ async def test_the_dashboard_in_headless_chromium(
         await page.enable(1440, 1280)  # tall enough for the panels under the window cards
         await asyncio.sleep(0.5)
         await page.screenshot(artifacts_dir / "dashboard.png")
-        # README's "what you should see": refreshed by every run of this test.
-        README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifacts_dir / "dashboard.png", README_PICTURE)
 
         # The segment selector offers all, the regions and the campaign; each shows its own.
         options = await page.evaluate(

@@ -1,11 +1,18 @@
-"""The README's run command: ``kpi dev --simulate --watch`` shows live KPIs within a minute."""
+"""The README's run command: ``kpi dev --simulate --watch`` shows live KPIs within a minute.
+
+Once they are there, the dashboard of the demo is photographed in headless Chromium for
+README's "what you should see" (``docs/img/dashboard.png``), so the picture is what a user
+of ``make demo`` sees; without Chromium the picture is left as it is.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
+import shutil
 import signal
 import time
 import urllib.request
@@ -16,6 +23,8 @@ import redis
 
 from stream_app.dashboard.kpimeta import CRM_HEADLINE
 from stream_app.devstack import free_port
+from tests.cdp import Browser, ensure_chromium
+from tests.conftest import ROOT
 from tests.test_devstack import _alive, _children, _start_dev
 
 pytestmark = pytest.mark.integration
@@ -23,6 +32,14 @@ logger = logging.getLogger(__name__)
 
 LONG_WINDOWS = ("24h", "7d", "30d")
 TEST_CUSTOMERS = 2000
+README_PICTURE = ROOT / "docs" / "img" / "dashboard.png"
+# Every headline tile of the 30d card shows a value, and the strengths and weaknesses panel
+# has been drawn: what the picture must show.
+_PAGE_READY = """(() => {
+  const tiles = [...document.querySelectorAll('.tile[data-window="30d"] .tile-value')];
+  return tiles.length > 0 && tiles.every((t) => t.textContent.trim() && t.textContent !== '—')
+    && document.querySelectorAll('#bench section').length === 2;
+})()"""
 
 
 def _headline_gaps(client: redis.Redis) -> list[str]:
@@ -50,7 +67,23 @@ def _fresh_publish_rounds(web_port: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_demo_shows_live_kpis_within_a_minute_and_stops_cleanly(tmp_path: Path) -> None:
+async def _photograph(web_port: int, picture: Path, log_path: Path) -> None:
+    browser = await Browser.start(log_path=log_path)
+    page = await browser.new_page()
+    try:
+        await page.enable(1440, 1280)
+        await page.goto(f"http://127.0.0.1:{web_port}/")
+        await page.wait_for(_PAGE_READY, 30, interval_s=0.2)
+        await asyncio.sleep(1.0)  # the trend charts draw after the tiles
+        await page.screenshot(picture)
+    finally:
+        await page.close()
+        await browser.close()
+
+
+def test_demo_shows_live_kpis_within_a_minute_and_stops_cleanly(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
     broker_port, redis_port, web_port = free_port(), free_port(), free_port()
     started = time.monotonic()
     # A third of the demo's population (and so of its history): the same 36 days and live
@@ -97,6 +130,16 @@ def test_demo_shows_live_kpis_within_a_minute_and_stops_cleanly(tmp_path: Path) 
             fresh = _fresh_publish_rounds(web_port)
             time.sleep(0.5 if not fresh else 0)
         assert fresh > 0, "no publish round within 5 s of its newest event"
+
+        # README's picture: the demo's own dashboard, every headline tile of 30d filled.
+        no_browser = ensure_chromium()
+        if no_browser is None:
+            picture = artifacts_dir / "dashboard-demo.png"
+            asyncio.run(_photograph(web_port, picture, artifacts_dir / "chromium-demo.log"))
+            README_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(picture, README_PICTURE)
+        else:
+            logger.warning("README's picture not refreshed: no headless Chromium (%s)", no_browser)
 
         children = _children(dev.pid)
         names = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children if _alive(pid)}
