@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ from stream_app.kafka import (
     Sentinel,
     changelog_topic,
     partials_topic,
+    read_topic,
     ssl_context,
 )
 from stream_app.metrics import Metrics
@@ -201,6 +203,7 @@ def _register_alerts(
         ctx.clock,
         rules=rules,
         webhooks=webhooks,
+        alert_log=functools.partial(read_topic, settings, settings.kpi_alerts_topic),
     )
     ctx.alerts = alerts
 

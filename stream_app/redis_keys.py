@@ -34,6 +34,7 @@ ALERT_SENT_PREFIX: Final = "kpi-alert-sent:"  # string, SET NX EX: "this alert w
 # string: set once the alert history, markers and states were restored from Kafka into this
 # Redis; no alert is published while it is missing (docs/alerts.md)
 ALERTS_RESTORED: Final = "kpi-alerts-restored"
+ALERTS_RESTORE_LOCK: Final = "kpi-alerts-restoring"  # string, SET NX EX: one worker rebuilds
 
 _GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
 
