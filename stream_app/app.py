@@ -102,7 +102,9 @@ def create_app(
     app.kpi_context = ctx  # type: ignore[attr-defined]
 
     watch = BrokerWatch(ctx, restart)
-    ctx.engine = CustomerEngine(app, ctx, broker_intact=watch.intact, on_write_failed=restart)
+    ctx.engine = CustomerEngine(
+        app, ctx, broker_intact=watch.intact, broker_held=watch.held, on_write_failed=restart
+    )
     app.early_services.append(ctx.engine)
     _register_broker_watch(app, watch)
     segment_agent.register(app, ctx, ctx.store)
@@ -280,6 +282,17 @@ class BrokerWatch:
                 return True
             self._declare_lost()
             return False
+
+    async def held(self) -> bool:
+        """True only when the broker answered and still holds the sentinel.
+
+        For writes that can wait, such as the customer stage's periodic resync: sent while
+        the broker restarts (when ``intact`` is unsure, so True), the producer retries them
+        into the restarted, empty broker, whose next worker then counted the old state's
+        segments again (a campaign without new events got a fresh, empty snapshot).
+        """
+        async with self._checking:
+            return not self.lost and await self.sentinel.check() is Sentinel.HELD
 
     def _declare_lost(self) -> None:
         self.lost = True
