@@ -69,7 +69,10 @@ SETTLE_S = 120.0
 
 
 def _records(
-    seed: int, start_days: int = 0, campaigns: tuple[Campaign, ...] = DEFAULT_CAMPAIGNS
+    seed: int,
+    start_days: int = 0,
+    campaigns: tuple[Campaign, ...] = DEFAULT_CAMPAIGNS,
+    events: int = EVENTS,
 ) -> list[LogRecord]:
     """4 days, malformed (1%), duplicated (5%) and late (1%) events, and an EU churn spike."""
     start = DEFAULT_START + timedelta(days=start_days)
@@ -80,7 +83,7 @@ def _records(
         start=start,
         duration=timedelta(days=4),
         customers=2_000,
-        events_target=EVENTS,
+        events_target=events,
         inject_bad=0.01,
         duplicates=0.05,
         late=0.01,
@@ -131,7 +134,7 @@ def fault_stack(artifacts_dir: Path, tmp_path: Path) -> Iterator[Stack]:
     asyncio.run(ensure_topics(settings))
     yield Stack(env, servers, broker, settings)
     for worker in env.workers:
-        worker.stop()
+        worker.stop(signal.SIGKILL)  # the stack goes with it: nothing to shut down cleanly
     servers.servers.stop()
     brokers.stop()
 
@@ -339,7 +342,7 @@ def test_redis_killed_and_back_empty(fault_stack: Stack) -> None:
 
 def test_the_broker_restarted_empty(fault_stack: Stack) -> None:
     stack, cells = fault_stack, Cells("broker restarted empty")
-    before = _records(seed=83)
+    before = _records(seed=83, events=EVENTS // 2)  # only the second lifetime is checked
     workers = _start(stack, 1)
     asyncio.run(produce(stack.settings, before))
     report = verify_until_clean(stack.settings, filter_records(before, stack.settings), workers, 90)
