@@ -18,6 +18,7 @@ from mode import Service
 
 from stream_app import web
 from stream_app.alerts.delivery import WebhookSender
+from stream_app.alerts.restore import READ_TIMEOUT_S
 from stream_app.alerts.rules import ThresholdRule, rules_from_settings
 from stream_app.alerts.service import AlertService
 from stream_app.clock import Clock, utc_now
@@ -205,7 +206,9 @@ def _register_alerts(
         ctx.clock,
         rules=rules,
         webhooks=webhooks,
-        alert_log=functools.partial(read_topic, settings, settings.kpi_alerts_topic),
+        alert_log=functools.partial(
+            read_topic, settings, settings.kpi_alerts_topic, timeout_s=READ_TIMEOUT_S
+        ),
     )
     ctx.alerts = alerts
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from stream_app.customers.timeline import EPOCH
 from stream_app.redis_keys import (
@@ -36,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 # Every alert that went to Kafka, as sent (JSON), oldest first per partition.
 AlertLog = Callable[[], Awaitable[list[bytes]]]
-# Long enough for one worker to read the alert topic and write it back.
-LOCK_TTL_S = 120
+# Long enough for one worker to read the alert topic (READ_TIMEOUT_S at most) and write it
+# back; short, since a worker killed while it holds the lock holds every alert up this long.
+LOCK_TTL_S = 15
+READ_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -113,19 +116,29 @@ async def restore(
     """
     parsed = (a for a in map(LoggedAlert.parse, log) if a is not None)
     alerts = sorted(parsed, key=lambda a: a.fired_at)
-    pipe = redis.pipeline(transaction=True)
-    if not await redis.xlen(ALERTS):
-        once: dict[tuple[str, str], LoggedAlert] = {}
-        for alert in alerts:  # a transition sent twice (see docs/alerts.md) shows once
-            once.setdefault((alert.alert_id, alert.status), alert)
-        for alert in list(once.values())[-maxlen:]:
-            pipe.xadd(ALERTS, {"data": alert.payload}, maxlen=maxlen, approximate=True)
-    for alert in alerts:
-        pipe.set(alert_sent_key(alert.alert_id, alert.status), b"1", nx=True, ex=marker_ttl_s)
-    for field, value in states(alerts).items():
-        pipe.hsetnx(ALERT_STATE, field, value)
-    pipe.set(ALERTS_RESTORED, b"1")
-    await pipe.execute()
+    async with redis.pipeline(transaction=True) as pipe:
+        # A worker whose lock ran out may rebuild at the same time: the first one wins, the
+        # other's transaction fails on the watched keys and writes nothing.
+        await pipe.watch(ALERTS, ALERTS_RESTORED)
+        if await pipe.exists(ALERTS_RESTORED):
+            return 0
+        empty = not await pipe.xlen(ALERTS)
+        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        if empty:
+            once: dict[tuple[str, str], LoggedAlert] = {}
+            for alert in alerts:  # a transition sent twice (see docs/alerts.md) shows once
+                once.setdefault((alert.alert_id, alert.status), alert)
+            for alert in list(once.values())[-maxlen:]:
+                pipe.xadd(ALERTS, {"data": alert.payload}, maxlen=maxlen, approximate=True)
+        for alert in alerts:
+            pipe.set(alert_sent_key(alert.alert_id, alert.status), b"1", nx=True, ex=marker_ttl_s)
+        for field, value in states(alerts).items():
+            pipe.hsetnx(ALERT_STATE, field, value)
+        pipe.set(ALERTS_RESTORED, b"1")
+        try:
+            await pipe.execute()
+        except WatchError:
+            return 0
     return len(alerts)
 
 
