@@ -340,13 +340,22 @@ def test_a_worker_sigkilled_mid_stream(fault_stack: Stack) -> None:
     cells.assert_all()
 
 
-def test_redis_killed_and_back_empty(fault_stack: Stack) -> None:
-    stack, cells = fault_stack, Cells("Redis lost")
-    records = _records(seed=82)
-    workers = _start(stack, 1)
+def _until_the_alert(
+    stack: Stack, seed: int, workers: int
+) -> tuple[list[LogRecord], int, list[WorkerProcess]]:
+    """Workers up, and the events until the EU alert has fired: a Redis lost after this
+    loses an alert that went out, which must not go out again."""
+    records = _records(seed=seed)
+    started = _start(stack, workers)
     split = _split_after_spike(records)
     asyncio.run(produce(stack.settings, records[:split]))
-    _wait("the EU alert", lambda: _eu_fired(stack.redis.url), workers)
+    _wait("the EU alert", lambda: _eu_fired(stack.redis.url), started)
+    return records, split, started
+
+
+def test_redis_killed_and_back_empty(fault_stack: Stack) -> None:
+    stack, cells = fault_stack, Cells("Redis lost")
+    records, split, workers = _until_the_alert(stack, seed=82, workers=1)
     stack.redis.kill()
     asyncio.run(produce(stack.settings, records[split:]))
     time.sleep(2.0)  # the worker goes on without Redis
@@ -385,11 +394,7 @@ def test_the_broker_restarted_empty(fault_stack: Stack) -> None:
 
 def test_a_worker_and_redis_killed_together(fault_stack: Stack) -> None:
     stack, cells = fault_stack, Cells("worker SIGKILL + Redis lost")
-    records = _records(seed=85)
-    workers = _start(stack, 2)
-    split = _split_after_spike(records)
-    asyncio.run(produce(stack.settings, records[:split]))
-    _wait("the EU alert", lambda: _eu_fired(stack.redis.url), workers)
+    records, split, workers = _until_the_alert(stack, seed=85, workers=2)
     workers[0].popen.send_signal(signal.SIGKILL)
     stack.redis.kill()
     workers[0].popen.wait(10)

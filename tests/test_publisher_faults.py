@@ -55,6 +55,35 @@ async def _lost(key: bytes, value: bytes) -> None:
     """The Kafka copies of a worker SIGKILLed right after its Redis write: never sent."""
 
 
+def _rig(
+    url: str,
+) -> tuple[Settings, SegmentStore, _Topic, aioredis.Redis, redis.Redis]:
+    """Settings with a short interval, a store with one signup, a topic, two Redis clients."""
+    settings = Settings(redis_url=url, publish_interval=timedelta(milliseconds=100))
+    return (
+        settings,
+        _store(settings),
+        _Topic(),
+        aioredis.Redis.from_url(url),
+        redis.Redis.from_url(url),
+    )
+
+
+def _publisher(
+    settings: Settings,
+    store: SegmentStore,
+    client: aioredis.Redis,
+    send: Any,
+    owned: Any,
+    now: list[float],
+    at: datetime = T0,
+) -> Publisher:
+    """A publisher on a hand-moved monotonic clock, stamping snapshots with ``at``."""
+    return Publisher(
+        settings, store, client, send, owned, Metrics(), lambda: at, monotonic=lambda: now[0]
+    )
+
+
 async def _settle(publisher: Publisher, now: list[float]) -> None:
     """Tick through every interval, history's included, until all is written."""
     for _ in range(12):
@@ -63,28 +92,22 @@ async def _settle(publisher: Publisher, now: list[float]) -> None:
 
 
 def _hashes(sync: redis.Redis) -> dict[bytes, dict[str, Any]]:
-    return {
-        f"{w}:{s}".encode(): {
-            f.decode(): orjson.loads(v) for f, v in sync.hgetall(snapshot_key(w, s)).items()
+    out: dict[bytes, dict[str, Any]] = {}
+    for window, segment in KEYS:
+        fields: Any = sync.hgetall(snapshot_key(window, segment))
+        out[f"{window}:{segment}".encode()] = {
+            f.decode(): orjson.loads(v) for f, v in fields.items()
         }
-        for w, s in KEYS
-    }
+    return out
 
 
 async def test_a_partition_taken_back_is_published_again_to_redis_and_kafka(
     private_redis: str,
 ) -> None:
-    settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
-    store = _store(settings)
-    topic = _Topic()
-    client = aioredis.Redis.from_url(private_redis)
-    sync = redis.Redis.from_url(private_redis)
+    settings, store, topic, client, sync = _rig(private_redis)
     owned = [{0}]
     now = [100.0]
-    first = Publisher(
-        settings, store, client, topic.send, lambda: owned[0], Metrics(), lambda: T0,
-        monotonic=lambda: now[0],
-    )  # fmt: skip
+    first = _publisher(settings, store, client, topic.send, lambda: owned[0], now)
     assert await first.tick() == len(KEYS)
     assert topic.latest() == _hashes(sync)
 
@@ -94,10 +117,7 @@ async def test_a_partition_taken_back_is_published_again_to_redis_and_kafka(
     now[0] += 1
     assert await first.tick() == 0
     later = T0 + timedelta(seconds=30)
-    other = Publisher(
-        settings, store, client, _lost, lambda: {0}, Metrics(), lambda: later,
-        monotonic=lambda: now[0],
-    )  # fmt: skip
+    other = _publisher(settings, store, client, _lost, lambda: {0}, now, at=later)
     assert await other.tick() == len(KEYS)
     assert topic.latest() != _hashes(sync)  # the topic lags: what issue 27 saw
 
@@ -112,16 +132,9 @@ async def test_a_partition_taken_back_is_published_again_to_redis_and_kafka(
 async def test_redis_back_empty_gets_every_output_again_and_kafka_no_copy(
     private_redis: str,
 ) -> None:
-    settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
-    store = _store(settings)
-    topic = _Topic()
-    client = aioredis.Redis.from_url(private_redis)
-    sync = redis.Redis.from_url(private_redis)
+    settings, store, topic, client, sync = _rig(private_redis)
     now = [100.0]
-    publisher = Publisher(
-        settings, store, client, topic.send, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0],
-    )  # fmt: skip
+    publisher = _publisher(settings, store, client, topic.send, lambda: {0}, now)
     assert await publisher.tick() == len(KEYS)
     await _settle(publisher, now)
     before = _hashes(sync)
@@ -136,7 +149,8 @@ async def test_redis_back_empty_gets_every_output_again_and_kafka_no_copy(
     await _settle(publisher, now)
     assert _hashes(sync) == before == topic.latest()
     assert {key: sync.zrange(history_key(*key), 0, -1) for key in KEYS} == histories
-    stream = [orjson.loads(fields[b"data"]) for _id, fields in sync.xrange(UPDATES_STREAM)]
+    entries: Any = sync.xrange(UPDATES_STREAM)
+    stream = [orjson.loads(fields[b"data"]) for _id, fields in entries]
     assert sorted(orjson.dumps(s) for s in stream) == sorted(
         orjson.dumps(s) for s in before.values()
     )
