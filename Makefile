@@ -59,8 +59,8 @@ unit: install ## Only the tests that need no broker or Redis
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 .PHONY: chaos
-chaos: install ## Only the fault tests (broker lost or frozen, floods of bad input, duplicates; 3 to 5 min)
-	$(BIN)/pytest tests/test_faults.py $(PYTEST_ARGS)
+chaos: install ## Only the fault tests (broker lost or frozen, floods of bad input, duplicates, the fault matrix; 6 to 8 min)
+	$(BIN)/pytest tests/test_faults.py tests/test_fault_matrix.py $(PYTEST_ARGS)
 
 .PHONY: fuzz
 fuzz: install ## Fuzz the intake: 1,000,000 mutated messages through the partition path (a few minutes)

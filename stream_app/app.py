@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -17,6 +18,7 @@ from mode import Service
 
 from stream_app import web
 from stream_app.alerts.delivery import WebhookSender
+from stream_app.alerts.restore import READ_TIMEOUT_S
 from stream_app.alerts.rules import ThresholdRule, rules_from_settings
 from stream_app.alerts.service import AlertService
 from stream_app.clock import Clock, utc_now
@@ -28,6 +30,7 @@ from stream_app.kafka import (
     Sentinel,
     changelog_topic,
     partials_topic,
+    read_topic,
     ssl_context,
 )
 from stream_app.metrics import Metrics
@@ -100,7 +103,9 @@ def create_app(
     app.kpi_context = ctx  # type: ignore[attr-defined]
 
     watch = BrokerWatch(ctx, restart)
-    ctx.engine = CustomerEngine(app, ctx, broker_intact=watch.intact, on_write_failed=restart)
+    ctx.engine = CustomerEngine(
+        app, ctx, broker_intact=watch.intact, broker_held=watch.held, on_write_failed=restart
+    )
     app.early_services.append(ctx.engine)
     _register_broker_watch(app, watch)
     segment_agent.register(app, ctx, ctx.store)
@@ -201,6 +206,9 @@ def _register_alerts(
         ctx.clock,
         rules=rules,
         webhooks=webhooks,
+        alert_log=functools.partial(
+            read_topic, settings, settings.kpi_alerts_topic, timeout_s=READ_TIMEOUT_S
+        ),
     )
     ctx.alerts = alerts
 
@@ -277,6 +285,17 @@ class BrokerWatch:
                 return True
             self._declare_lost()
             return False
+
+    async def held(self) -> bool:
+        """True only when the broker answered and still holds the sentinel.
+
+        For writes that can wait, such as the customer stage's periodic resync: sent while
+        the broker restarts (when ``intact`` is unsure, so True), the producer retries them
+        into the restarted, empty broker, whose next worker then counted the old state's
+        segments again (a campaign without new events got a fresh, empty snapshot).
+        """
+        async with self._checking:
+            return not self.lost and await self.sentinel.check() is Sentinel.HELD
 
     def _declare_lost(self) -> None:
         self.lost = True

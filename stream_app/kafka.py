@@ -19,7 +19,7 @@ from aiokafka.helpers import create_ssl_context
 
 from schemas import TOPIC_SUFFIXES, EventType
 from stream_app.backoff import Backoff
-from stream_app.settings import Settings
+from stream_app.settings import Settings, duration_ms
 
 logger = logging.getLogger(__name__)
 
@@ -359,3 +359,43 @@ class BrokerSentinel:
                     await reader.stop()
             except (KafkaError, TimeoutError):
                 logger.warning("sentinel reader did not stop cleanly")
+
+
+async def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every record value of ``topic``, each partition read to its end, in partition order.
+
+    Read past the end the broker reports until a fetch finds nothing more: Tansu reports the
+    end of a log short after a multi-record batch (docs/operations.md). Raises ``KafkaError``
+    or ``TimeoutError`` when the broker does not answer within ``timeout_s``.
+    """
+    consumer = AIOKafkaConsumer(
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=duration_ms(settings.fetch_max_wait),
+        **aiokafka_options(settings),
+    )
+    async with asyncio.timeout(timeout_s):
+        await consumer.start()
+        try:
+            if topic not in await consumer.topics():  # also fetches fresh metadata
+                return []
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            values: dict[TopicPartition, list[bytes]] = {tp: [] for tp in tps}
+            while True:
+                batch = await consumer.getmany(*tps, timeout_ms=500, max_records=10_000)
+                for tp, records in batch.items():
+                    values[tp].extend(r.value for r in records if r.value is not None)
+                if batch:
+                    continue
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    return [value for tp in tps for value in values[tp]]
+        finally:
+            await consumer.stop()

@@ -20,6 +20,9 @@ HISTORY_PREFIX: Final = "kpi-history:"  # sorted set: score = window end (s), me
 UPDATES_CHANNEL_PREFIX: Final = "kpi-updates:"  # pub/sub: each snapshot as JSON
 UPDATES_STREAM: Final = "kpi-updates"  # stream: each snapshot as JSON in field ``data``
 
+# string with a TTL, one per running publisher: gone means Redis lost its data (restarted empty)
+PUBLISHER_ALIVE_PREFIX: Final = "kpi-publisher-alive:"
+
 SNAPSHOT_PATTERN: Final = SNAPSHOT_PREFIX + "*"
 HISTORY_PATTERN: Final = HISTORY_PREFIX + "*"
 UPDATES_PATTERN: Final = UPDATES_CHANNEL_PREFIX + "*"  # every window and segment
@@ -28,6 +31,10 @@ UPDATES_PATTERN: Final = UPDATES_CHANNEL_PREFIX + "*"  # every window and segmen
 ALERTS: Final = "kpi-alerts"  # both the stream and the pub/sub channel
 ALERT_STATE: Final = "kpi-alert-state"  # hash: per "<rule>|<segment>", cursor and state
 ALERT_SENT_PREFIX: Final = "kpi-alert-sent:"  # string, SET NX EX: "this alert went out"
+# string: set once the alert history, markers and states were restored from Kafka into this
+# Redis; no alert is published while it is missing (docs/alerts.md)
+ALERTS_RESTORED: Final = "kpi-alerts-restored"
+ALERTS_RESTORE_LOCK: Final = "kpi-alerts-restoring"  # string, SET NX EX: one worker rebuilds
 
 _GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
 
@@ -42,6 +49,10 @@ def history_key(window: str, segment: str) -> str:
 
 def updates_channel(window: str, segment: str) -> str:
     return f"{UPDATES_CHANNEL_PREFIX}{window}:{segment}"
+
+
+def publisher_alive_key(token: str) -> str:
+    return f"{PUBLISHER_ALIVE_PREFIX}{token}"
 
 
 def alert_sent_key(alert_id: str, status: str) -> str:

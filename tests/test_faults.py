@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import Rejection, RejectReason, parse_event
+from stream_app.app import BrokerWatch
+from stream_app.context import AppContext
 from stream_app.devstack import DevStack, free_port, kafka_answers
 from stream_app.eventlog import LogRecord
 from stream_app.kafka import (
@@ -226,6 +228,30 @@ async def test_the_sentinel_is_held_until_the_broker_loses_it(stack: StackEnv) -
     unreachable = BrokerSentinel(nobody, "first-worker")
     unreachable.offset = offset
     assert await unreachable.check(timeout_s=2.0) is Sentinel.UNKNOWN
+
+
+async def test_a_broker_that_does_not_answer_is_not_held_though_not_known_lost(
+    stack: StackEnv,
+) -> None:
+    """The resync asks ``held``: sent while the broker restarts, the producer delivered the
+    old state into the empty broker, and the restarted worker counted it again."""
+    settings = stack_settings(stack)
+    watch = BrokerWatch(AppContext(settings=settings), on_lost=None)
+    try:
+        await watch.tick()  # plants the sentinel
+        assert watch.sentinel.offset is not None
+        assert await watch.held()
+        assert await watch.intact()
+        # The same record, asked of an address where no broker answers (one restarting).
+        nobody = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+        away = BrokerSentinel(nobody, watch.sentinel.token.decode())
+        away.offset = watch.sentinel.offset
+        await watch.sentinel.close()
+        watch.sentinel = away
+        assert await watch.intact()  # unsure: nothing is declared lost...
+        assert not await watch.held()  # ...but nothing that can wait is written either
+    finally:
+        await watch.close()
 
 
 def test_broker_restarted_empty_is_reported_and_counting_restarts_from_what_it_holds(

@@ -28,7 +28,10 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 9, 0, 10, tzinfo=UTC)
 
 
-async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> None:
+async def test_a_moved_watermark_is_a_new_snapshot_on_every_output(private_redis: str) -> None:
+    """The hash is the current snapshot, so its watermark follows the segment's even when no
+    count moves; and what the hash holds also goes to the stream and to Kafka (issue 27: the
+    topic's latest message per key lagged the hash by its watermark and updated_at)."""
     settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
     state = PartitionState(0, settings, lambda: T0)
     signup = {
@@ -41,32 +44,32 @@ async def test_a_moved_watermark_refreshes_the_hash_only(private_redis: str) -> 
     store = SegmentStore()
     for update in state.checkpoint().updates:
         store.apply_update(orjson.loads(update.to_bytes()), 0)
-    sent: list[bytes] = []
+    sent: dict[bytes, bytes] = {}
 
     async def kafka_send(key: bytes, value: bytes) -> None:
-        sent.append(key)
+        sent[key] = value
 
     client = aioredis.Redis.from_url(private_redis)
     publisher = Publisher(settings, store, client, kafka_send, lambda: {0}, Metrics(), lambda: T0)
     assert await publisher.tick() == 4 * 2  # 4 windows x (all, region:EU)
     sync = redis.Redis.from_url(private_redis)
     stream_length = sync.xlen(UPDATES_STREAM)
-    assert orjson.loads(sync.hget(snapshot_key("24h", "all"), "watermark")) == rfc3339(
-        int(T0.timestamp() * 1_000_000)
-    )
 
     # Another partition reports a newer watermark in the same 5-minute step: no count moves.
     later = T0 + timedelta(seconds=90)
     later_us = int(later.timestamp() * 1_000_000)
     store.apply_update({"src": 1, "wm": later_us}, 0)
     await asyncio.sleep(0.15)
-    assert await publisher.tick() == 0  # no snapshot went out again...
+    assert await publisher.tick() == 8
+    assert sync.xlen(UPDATES_STREAM) == stream_length + 8
     for window in ("1h", "24h", "7d", "30d"):
         for segment in ("all", "region:EU"):
-            stamp = sync.hget(snapshot_key(window, segment), "watermark")
-            assert orjson.loads(stamp) == rfc3339(later_us), (window, segment)
-    assert sync.xlen(UPDATES_STREAM) == stream_length  # ...but every hash is current
-    assert len(sent) == 8
+            current = {
+                field.decode(): orjson.loads(value)
+                for field, value in sync.hgetall(snapshot_key(window, segment)).items()
+            }
+            assert current["watermark"] == rfc3339(later_us), (window, segment)
+            assert orjson.loads(sent[f"{window}:{segment}".encode()]) == current
     # And once written, nothing more until it moves again.
     await asyncio.sleep(0.15)
     assert await publisher.tick() == 0

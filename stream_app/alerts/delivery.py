@@ -2,9 +2,11 @@
 
 Redis decides "once": a Lua script sets the marker ``kpi-alert-sent:<alert_id>:<status>``
 with ``SET NX EX`` and, only if it was not there, adds the alert to the stream and publishes
-it on the channel, atomically. The worker whose script set the marker then sends the alert
-to Kafka and to the webhooks. Any other worker (a second owner during a rebalance, a
-restarted worker evaluating the same bucket again) finds the marker and sends nothing.
+it on the channel, atomically. It refuses while ``kpi-alerts-restored`` is missing: that Redis
+lost its data, and the markers are rebuilt from Kafka first (``restore.py``). The worker
+whose script set the marker then sends the alert to Kafka and to the webhooks. Any other
+worker (a second owner during a rebalance, a restarted worker evaluating the same bucket
+again) finds the marker and sends nothing.
 
 Webhooks run in background tasks, one per URL, each with a bounded queue: a slow, failing
 or dead endpoint delays only its own queue, and a full queue drops alerts (with a log line
@@ -26,14 +28,31 @@ from stream_app.metrics import Metrics, RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
-# KEYS: marker, stream. ARGV: ttl seconds, stream maxlen, payload, channel.
+# KEYS: marker, stream, restored. ARGV: ttl seconds, stream maxlen, payload, channel.
+# -1 while the alert record is not restored in this Redis (alerts/restore.py): a Redis that
+# lost its markers would let every alert fire again.
 PUBLISH_ONCE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return -1
+end
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
   redis.call('PUBLISH', ARGV[4], ARGV[3])
   return 1
 end
 return 0
+"""
+
+# KEYS: restored, state hash. ARGV: field, value, field, value, ... The same condition: a
+# cursor saved into a Redis that lost the alert record would skip the alerts it lost.
+SAVE_STATES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+return 1
 """
 
 

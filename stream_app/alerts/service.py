@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -36,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from schemas import Alert
-from stream_app.alerts.delivery import PUBLISH_ONCE, WebhookSender
+from stream_app.alerts.delivery import PUBLISH_ONCE, SAVE_STATES, WebhookSender
 from stream_app.alerts.detector import (
     DetectorParams,
     Severity,
@@ -45,6 +46,7 @@ from stream_app.alerts.detector import (
     last_closed,
     transition,
 )
+from stream_app.alerts.restore import AlertLog, LoggedAlert, ensure_restored, last_states
 from stream_app.alerts.rules import CHURN_RULE, ThresholdRule
 from stream_app.clock import Clock
 from stream_app.customers.timeline import EPOCH
@@ -53,7 +55,7 @@ from stream_app.kpis.registry import segment_kind, value_of
 from stream_app.kpis.specs import HOUR_US, HourlySource, hourly_source
 from stream_app.kpis.windows import Spec
 from stream_app.metrics import Metrics, RateLimitedLog
-from stream_app.redis_keys import ALERT_STATE, ALERTS, alert_sent_key
+from stream_app.redis_keys import ALERT_STATE, ALERTS, ALERTS_RESTORED, alert_sent_key
 from stream_app.segments.store import SegmentAggregate, SegmentStore
 from stream_app.settings import Settings, duration_ms
 
@@ -291,6 +293,7 @@ class AlertService:
         rules: Sequence[ThresholdRule] = (),
         webhooks: WebhookSender | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        alert_log: AlertLog | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -315,6 +318,9 @@ class AlertService:
         self._backoff_s = 0.5
         self._log = RateLimitedLog(logger)
         self.last_tick_at: datetime | None = None
+        # Reads crm.kpi-alerts whole, to rebuild what a Redis that lost its data forgot.
+        self.alert_log = alert_log
+        self._token = secrets.token_hex(8)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -339,6 +345,29 @@ class AlertService:
         if now < self._backoff_until or not self.watchers:
             return 0
         await self._retry_kafka()
+        try:
+            restored = await ensure_restored(
+                self.redis,
+                self.alert_log,
+                self._restored_states,
+                token=self._token,
+                marker_ttl_s=self.marker_ttl_s,
+                maxlen=self.settings.alert_stream_maxlen,
+            )
+        except (RedisError, OSError) as exc:
+            return self._redis_failed(now, exc)
+        except Exception as exc:  # the alert topic could not be read: try again next tick
+            self._log.warning(
+                "restore",
+                "cannot rebuild the alert record from Kafka yet (%s)",
+                exc.__class__.__name__,
+            )
+            return 0
+        if restored is None:
+            return 0  # another worker rebuilds it: nothing may fire before it is back
+        if not restored:
+            # Redis lost the states too: reload them as rebuilt, and evaluate again from there.
+            self._states.clear()
         owned = self.owned()
         self._forget_unowned(owned)
         plans: list[_Plan] = []
@@ -370,17 +399,31 @@ class AlertService:
                 await self._load(missing)
             sent = await self._commit(plans) if plans else 0
         except (RedisError, OSError) as exc:
-            self._backoff_until = now + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, 10.0)
-            self._log.warning(
-                "redis",
-                "Redis unavailable for alerts (%s); evaluation resumes when it is back",
-                exc.__class__.__name__,
-            )
-            return 0
+            return self._redis_failed(now, exc)
         self._backoff_s = 0.5
         self.last_tick_at = self.clock()
         return sent
+
+    def _redis_failed(self, now: float, exc: BaseException) -> int:
+        self._backoff_until = now + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, 10.0)
+        self._log.warning(
+            "redis",
+            "Redis unavailable for alerts (%s); evaluation resumes when it is back",
+            exc.__class__.__name__,
+        )
+        return 0
+
+    def _restored_states(self, alerts: list[LoggedAlert]) -> dict[str, bytes]:
+        """The state of each (rule, segment) as its newest alert in Kafka leaves it."""
+        steps = {watcher.name: watcher.step_us for watcher in self.watchers}
+        states: dict[str, bytes] = {}
+        for (rule, segment), (cursor, firing, severity) in last_states(alerts, steps).items():
+            level: Severity | None = None
+            if severity is not None:
+                level = "critical" if severity == "critical" else "warning"
+            states[f"{rule}|{segment}"] = _State(cursor, firing, level).to_json()
+        return states
 
     def closing_watermark(self, partition: int, now: float) -> int | None:
         """Minimum confirmed watermark over the partition's non-idle sources (see module doc)."""
@@ -506,9 +549,10 @@ class AlertService:
                 outgoing.append((alert, payload))
                 pipe.eval(
                     PUBLISH_ONCE,
-                    2,
+                    3,
                     alert_sent_key(alert.alert_id, alert.status),
                     ALERTS,
+                    ALERTS_RESTORED,
                     self.marker_ttl_s,
                     maxlen,
                     payload,
@@ -520,8 +564,14 @@ class AlertService:
             if plan.state != self._states.get(plan.key)
         }
         if changed:
-            pipe.hset(ALERT_STATE, mapping=changed)  # type: ignore[arg-type]
+            pairs = [part for field, value in changed.items() for part in (field, value)]
+            pipe.eval(SAVE_STATES, 2, ALERTS_RESTORED, ALERT_STATE, *pairs)
         results = await pipe.execute() if (outgoing or changed) else []
+        if any(int(result) == -1 for result in results):
+            # Redis lost its data since this tick began: nothing of it was written. Rebuild
+            # at the next tick, then evaluate again from the rebuilt states.
+            self._states.clear()
+            return 0
         for plan in plans:
             self._states[plan.key] = plan.state
         sent = 0

@@ -93,11 +93,14 @@ class CustomerEngine(Service):
         ctx: AppContext,
         *,
         broker_intact: BrokerCheck | None = None,
+        broker_held: BrokerCheck | None = None,
         on_write_failed: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.broker_intact = broker_intact
+        # Stricter: the broker answered and holds the sentinel (not merely "not known lost").
+        self.broker_held = broker_held
         self.on_write_failed = on_write_failed
         self.halted = False
         self.app = app
@@ -445,6 +448,11 @@ class CustomerEngine(Service):
         Unchanged entries cost the segment stage a comparison, nothing more.
         """
         if not await self._broker_still_intact():
+            return
+        if self.broker_held is not None and not await self.broker_held():
+            # A broker that does not answer may be restarting empty: the producer would
+            # deliver this whole state into it. It can wait for the next interval.
+            self._last_resync = time.monotonic()
             return
         for state in self.states.values():
             await self._send_updates(state.full_updates())

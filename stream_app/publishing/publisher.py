@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from stream_app.kpis.formulas import counts_from_vector
 from stream_app.kpis.registry import derive_kpis, segment_kind
 from stream_app.kpis.windows import DiffArray, Spec
 from stream_app.metrics import Metrics, RateLimitedLog
-from stream_app.redis_keys import UPDATES_STREAM, history_key, snapshot_key, updates_channel
+from stream_app.redis_keys import (
+    UPDATES_STREAM,
+    history_key,
+    publisher_alive_key,
+    snapshot_key,
+    updates_channel,
+)
 from stream_app.segments.store import SegmentAggregate, SegmentStore
 from stream_app.settings import Settings, duration_ms
 
@@ -49,6 +56,13 @@ DERIVED_CACHE_SIZE = 4_096
 # backlog's end would have to wait out a whole interval after this one, which is when ops
 # look for the numbers to be right again. A backlog further from its end holds nothing.
 BACKLOG_HOLD_S = 1.0
+# How often the publisher asks Redis whether it still holds the key this publisher set: a Redis
+# restarted empty between two writes (or while nothing changes) raises no error on the next
+# one, since the client reconnects, and would otherwise stay empty until counts move.
+REDIS_CHECK_S = 1.0
+# The key's lifetime: far longer than any pause between checks, short enough that the keys of
+# workers long gone do not pile up.
+REDIS_ALIVE_TTL_S = 3600
 
 KafkaSend = Callable[[bytes, bytes], Awaitable[Any]]
 
@@ -76,6 +90,12 @@ class _Published:
     # History entries [lo, hi] still to (re)write, newest first.
     history: tuple[int, int] | None = None
     history_at: float = float("-inf")
+    # The segment-stage partition it belongs to: forgotten once this worker no longer owns it.
+    partition: int = -1
+    # The last snapshot written whole to Redis and sent to Kafka (JSON), and whether Redis
+    # lost it: it is then written to Redis again as it was, not sent to Kafka a second time.
+    sent: bytes | None = None
+    restore: bool = False
 
 
 class Publisher:
@@ -118,6 +138,10 @@ class Publisher:
         self.pending_since: float | None = None
         # The newest watermark (event time, microseconds) whose latency was observed.
         self._latency_mark = _NO_WATERMARK
+        self._owned: set[int] = set()
+        self._alive_key = publisher_alive_key(secrets.token_hex(8))
+        self._alive_seen = False
+        self._alive_due = float("-inf")
 
     async def tick(self) -> int:
         """Publish every snapshot that is due; returns how many current snapshots went out."""
@@ -125,8 +149,18 @@ class Publisher:
         self.last_tick_at = now
         if now < self._backoff_until:
             return 0
+        if now >= self._alive_due:
+            try:
+                if await self._redis_lost(now):
+                    logger.warning("Redis lost its data; writing every snapshot and history again")
+                    self._restore_all()
+            except (RedisError, OSError) as exc:
+                return self._redis_failed(now, exc)
+            self._redis_answered(wrote=False)
         updated_at = self.clock()
         owned = self.owned()
+        if owned != self._owned:
+            self._forget_unowned(owned)
         work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]] = []
         retiring: list[SegmentAggregate] = []
         budget = HISTORY_BUDGET_PER_TICK
@@ -160,25 +194,66 @@ class Publisher:
             if retiring:
                 sent += await self._retire(retiring, updated_at)
         except (RedisError, OSError) as exc:
-            if self.pending_since is None:
-                self.pending_since = now
-            self._redis_down = True
-            self._backoff_until = now + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, 10.0)
-            self._log.warning(
-                "redis",
-                "Redis unavailable (%s); KPI state is kept, retrying",
-                exc.__class__.__name__,
-            )
-            return 0
+            return self._redis_failed(now, exc)
+        self._redis_answered(wrote=True)
+        return sent
+
+    def _redis_failed(self, now: float, exc: BaseException) -> int:
+        """Back off (everything is kept) and write it all again once Redis answers."""
+        if self.pending_since is None:
+            self.pending_since = now
+        self._redis_down = True
+        self._backoff_until = now + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, 10.0)
+        self._log.warning(
+            "redis", "Redis unavailable (%s); KPI state is kept, retrying", exc.__class__.__name__
+        )
+        return 0
+
+    def _redis_answered(self, *, wrote: bool) -> None:
         self._backoff_s = 0.5
-        self.pending_since = None
+        if wrote:  # a check that answers says nothing of the writes: /health waits for one
+            self.pending_since = None
         if self._redis_down:
             # Redis may have come back empty: write every current snapshot and history again.
             self._redis_down = False
-            logger.info("Redis is back; republishing every snapshot")
-            self._published.clear()
-        return sent
+            logger.info("Redis is back; writing every snapshot and history again")
+            self._restore_all()
+
+    async def _redis_lost(self, now: float) -> bool:
+        """Whether Redis no longer holds the key this publisher keeps there (it lost its data).
+
+        One round trip a second: the key is set again each time, with its TTL.
+        """
+        self._alive_due = now + REDIS_CHECK_S
+        previous = await self.redis.set(self._alive_key, b"1", ex=REDIS_ALIVE_TTL_S, get=True)
+        lost = previous is None and self._alive_seen
+        self._alive_seen = True
+        return lost
+
+    def _restore_all(self) -> None:
+        """Write every known snapshot to Redis again, as last published, with its history.
+
+        Kafka kept what it was sent: a snapshot whose counts and watermark did not change
+        since goes to Redis only (hash, channel, stream), so the topic gets no second copy.
+        """
+        for published in self._published.values():
+            published.restore = True
+            published.at = float("-inf")
+            published.history = None
+            published.history_at = float("-inf")
+
+    def _forget_unowned(self, owned: set[int]) -> None:
+        """Drop what was published for partitions this worker no longer owns.
+
+        Another worker may write them meanwhile, and a worker that dies after its Redis write
+        loses the Kafka copy it had not sent yet: when a partition comes (back) to this one,
+        each of its snapshots is published whole again, to Redis and to Kafka, so the topic's
+        latest message per key ends up equal to the hash.
+        """
+        self._owned = set(owned)
+        for key in [k for k, p in self._published.items() if p.partition not in owned]:
+            del self._published[key]
 
     def _observe_latency(self, newest_us: int) -> None:
         """Event-to-publish latency of the newest event this round wrote (docs/api.md).
@@ -210,7 +285,9 @@ class Publisher:
             # Due now, and held like any other while its source catches up: a worker that
             # starts on a backlog would otherwise publish its first, partial snapshot at
             # once and make the one with the backlog's end wait out a whole interval.
-            published = self._published[key] = _Published(at=now - self.interval_s)
+            published = self._published[key] = _Published(
+                at=now - self.interval_s, partition=aggregate.partition
+            )
         # Rounded up by a microsecond: ``now - (now - interval)`` can come out a hair short,
         # which held a first snapshot (and some due ones) for a tick more.
         since_s = now - published.at + 1e-6
@@ -230,7 +307,7 @@ class Publisher:
         )
         dirty = totals.take_dirty()
         pending = published.history
-        if published.k is None:
+        if published.k is None or published.restore:
             pending = (oldest, k)
         else:
             lo = k + 1
@@ -246,10 +323,13 @@ class Publisher:
                 pending = None
         published.history = pending
         moved = published.watermark != watermark_us
-        if pending is None and published.k == k and not moved:
+        if pending is None and published.k == k and not moved and not published.restore:
             return None
         current = totals.value_at(k)
-        vector = current if (published.k != k or current != published.vector) else None
+        # A moved watermark is a new snapshot too: the hash is the current snapshot, and
+        # what reaches the hash also reaches the channel, the stream and Kafka.
+        changed = published.k != k or current != published.vector or moved
+        vector = current if changed else None
         history: list[int] = []
         if pending is not None and budget > 0:
             lo, hi = pending
@@ -259,7 +339,7 @@ class Publisher:
             if lo <= hi:
                 first = max(lo, hi - max(past_budget, 1) + 1)
                 history = list(range(first, hi + 1))
-        if vector is None and not history and not moved:
+        if vector is None and not history and not published.restore:
             return None
         return aggregate, spec, published, k, vector, history
 
@@ -293,41 +373,49 @@ class Publisher:
         work: list[tuple[SegmentAggregate, Spec, _Published, int, list[int] | None, list[int]]],
         written: list[int],
         at: str,
-    ) -> tuple[Pipeline, list[tuple[bytes, bytes]]]:
-        """The hash, pub/sub and stream writes of a tick, and its Kafka messages."""
+    ) -> tuple[Pipeline, list[tuple[bytes, bytes]], list[bytes | None]]:
+        """The hash, pub/sub and stream writes of a tick, its Kafka messages, and per item
+        the snapshot that goes out whole (None: only history)."""
         pipe = self.redis.pipeline(transaction=False)
         outgoing: list[tuple[bytes, bytes]] = []
+        snapshots: list[bytes | None] = []
         for (aggregate, spec, published, k, vector, _history), watermark in zip(
             work, written, strict=True
         ):
-            segment = aggregate.segment
-            if vector is None and published.watermark != watermark:
-                # Counts unchanged, but the hash is the *current* snapshot: its watermark
-                # must follow (the other outputs carry snapshots whose counts changed).
-                pipe.hset(
-                    snapshot_key(spec.name, segment),
-                    mapping={"watermark": orjson.dumps(rfc3339(watermark)),
-                             "updated_at": orjson.dumps(at)},
-                )  # fmt: skip
+            data: bytes | None = None
             if vector is not None:
                 snapshot = self._snapshot(aggregate, spec, k, watermark, at)
-                pipe.hset(
-                    snapshot_key(spec.name, segment),
-                    mapping={field: orjson.dumps(value) for field, value in snapshot.items()},
-                )
-                self._announce(pipe, outgoing, snapshot)
-        return pipe, outgoing
+                data = self._announce(pipe, outgoing, snapshot, kafka=True)
+            elif published.restore and published.sent is not None:
+                # Redis lost it, Kafka has it: the same snapshot again, to Redis alone.
+                data = self._announce(pipe, outgoing, orjson.loads(published.sent), kafka=False)
+            snapshots.append(data)
+        return pipe, outgoing, snapshots
 
     def _announce(
-        self, pipe: Pipeline, outgoing: list[tuple[bytes, bytes]], snapshot: dict[str, Any]
-    ) -> None:
-        """A new snapshot to the pub/sub channel and the stream, and queued for Kafka."""
+        self,
+        pipe: Pipeline,
+        outgoing: list[tuple[bytes, bytes]],
+        snapshot: dict[str, Any],
+        *,
+        kafka: bool,
+        current: bool = True,
+    ) -> bytes:
+        """A snapshot to the hash (``current``), the channel, the stream and, with ``kafka``,
+        queued for Kafka; returns its JSON."""
         window, segment = snapshot["window"], snapshot["segment"]
+        if current:
+            pipe.hset(
+                snapshot_key(window, segment),
+                mapping={field: orjson.dumps(value) for field, value in snapshot.items()},
+            )
         data = orjson.dumps(snapshot)
         pipe.publish(updates_channel(window, segment), data)
         pipe.xadd(UPDATES_STREAM, {"data": data}, maxlen=self.settings.stream_maxlen,
                   approximate=True)  # fmt: skip
-        outgoing.append((f"{window}:{segment}".encode(), data))
+        if kafka:
+            outgoing.append((f"{window}:{segment}".encode(), data))
+        return data
 
     def _retirement_due(self, segment: str, now: float) -> bool:
         """Whether every window of an empty segment may go out again (once per interval)."""
@@ -355,9 +443,8 @@ class Publisher:
             for spec in self.specs:
                 if spec.name in aggregate.totals:
                     k = spec.current_index(watermark)
-                    self._announce(
-                        pipe, outgoing, self._snapshot(aggregate, spec, k, watermark, at)
-                    )
+                    snapshot = self._snapshot(aggregate, spec, k, watermark, at)
+                    self._announce(pipe, outgoing, snapshot, kafka=True, current=False)
                 # Deleted whichever worker wrote them: ownership may have moved since.
                 segment = aggregate.segment
                 pipe.delete(snapshot_key(spec.name, segment), history_key(spec.name, segment))
@@ -417,7 +504,7 @@ class Publisher:
         # and alerts wait for, and a tick's history (up to 2,000 entries, tenths of a
         # second to build) held every one of them back, most at the end of a backlog.
         with collection_paused():
-            pipe, outgoing = self._current_commands(work, written, at)
+            pipe, outgoing, snapshots = self._current_commands(work, written, at)
         started = time.perf_counter()
         await pipe.execute()
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -433,11 +520,13 @@ class Publisher:
         # The tick's start, not the end of the writes: the next tick one interval later is
         # due. Stamped after a write of tens of ms, every key waited a tick more (1.2 s).
         now = tick_at
-        for (_aggregate, _spec, published, k, vector, history), watermark in zip(
-            work, written, strict=True
+        for (_aggregate, _spec, published, k, vector, history), watermark, whole in zip(
+            work, written, snapshots, strict=True
         ):
-            if vector is not None or published.watermark != watermark:
+            if whole is not None:
                 published.at = now
+                published.sent = whole
+            published.restore = False
             if vector is not None:
                 published.vector = vector
             published.watermark = watermark
