@@ -91,6 +91,35 @@ def test_two_workers_publish_exact_kpis(stack: StackEnv, tmp_path: Path) -> None
     assert report.history_checked > 1000
 
 
+def test_three_workers_each_own_whole_customer_shards(stack: StackEnv) -> None:
+    """Three workers on four partitions: every partition number is one member's in all five
+    input topics (aiokafka's default round robin split them once the members were three),
+    nobody crashes, and the KPIs are exact."""
+    settings = _settings(stack)
+    flush = redis.Redis.from_url(settings.redis_url)
+    flush.flushdb()
+    flush.close()
+    asyncio.run(ensure_topics(settings))
+    records = _records(seed=14)
+    workers = [stack.start_worker(name) for name in ("a", "b", "c")]
+    deadline = time.monotonic() + 120
+    owned: list[list[int]] = []
+    while time.monotonic() < deadline:
+        owned = sorted(w.get_json("/health")["customer_partitions"] for w in _alive(workers))
+        if sum(len(partitions) for partitions in owned) == 4 and all(owned):
+            break
+        time.sleep(1.0)
+    assert sorted(p for partitions in owned for p in partitions) == [0, 1, 2, 3], owned
+
+    asyncio.run(_produce(settings, records))
+
+    report = _wait_for_zero_mismatches(settings, records, workers, timeout_s=180)
+    assert not report.mismatches, _describe(report)
+    for worker in workers:
+        assert worker.popen.poll() is None, worker.log_tail()
+        assert "is assigned for" not in worker.log_tail(5000), worker.log_tail()
+
+
 def test_a_worker_killed_midway_loses_and_doubles_nothing(stack: StackEnv) -> None:
     settings = _settings(stack)
     flush = redis.Redis.from_url(settings.redis_url)

@@ -21,6 +21,8 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from mode import Service
 
@@ -160,6 +162,13 @@ class CustomerEngine(Service):
             rebalance_timeout_ms=duration_ms(settings.broker_rebalance_timeout),
             heartbeat_interval_ms=duration_ms(settings.broker_heartbeat_interval),
             max_poll_interval_ms=300_000,
+            # A partition number is one customer shard across the five input topics, so one
+            # member must get it in every topic. The range assignor splits each topic's
+            # partitions over the same ordered members alike; round robin (aiokafka's
+            # default) did so only while the member count divided the partitions, and a
+            # third member during a restart split shards. Round robin stays second: a group
+            # in a rolling upgrade agrees on it until every member offers range.
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
             **options,
         )
         await self.producer.start()
@@ -347,8 +356,11 @@ class CustomerEngine(Service):
         """
         assert self.consumer is not None
         safe: int | None = None
+        assigned = self.consumer.assignment()
         for topic in self.topics:
             tp = TopicPartition(topic, state.partition)
+            if tp not in assigned:
+                return _NOTHING  # a shard split across members: wait, do not guess (logged)
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 if time.monotonic() - self._assigned_at.get(state.partition, 0.0) > 10.0:
@@ -367,7 +379,10 @@ class CustomerEngine(Service):
         assert self.consumer is not None
         tps = [TopicPartition(topic, state.partition) for topic in self.topics]
         if state.buffered > BUFFER_LIMIT and safe_us is not None:
-            ahead = [tp for tp in tps if state.heads.get(tp.topic, safe_us) > safe_us]
+            assigned = self.consumer.assignment()
+            ahead = [
+                tp for tp in tps if tp in assigned and state.heads.get(tp.topic, safe_us) > safe_us
+            ]
             if ahead:
                 self.consumer.pause(*ahead)
         else:
