@@ -43,6 +43,7 @@ from stream_app.settings import Settings
 from stream_app.simulate.config import (
     DEFAULT_CAMPAIGNS,
     DEFAULT_START,
+    Behaviour,
     Campaign,
     SimulationConfig,
 )
@@ -64,6 +65,17 @@ pytestmark = pytest.mark.integration
 
 SPIKE_AT = DEFAULT_START + timedelta(days=2, hours=12)
 EVENTS = 16_000
+# The matrix's own population, apart from the simulator's defaults (calibrated to e-commerce
+# benchmarks, they change with them): churnier and busier, so that the EU spike stands out
+# of its region's usual churn for its three hours and fires and resolves once.
+POPULATION = Behaviour(
+    click_rate=0.20,
+    purchase_rate=0.05,
+    satisfaction_alpha=5.0,
+    satisfaction_beta=2.5,
+    churn_rate=0.006,
+    growth_rate=0.01,
+)
 # Settled: the recount matches and the outputs agree; a stack that needs longer is broken.
 SETTLE_S = 120.0
 
@@ -87,6 +99,7 @@ def _records(
         inject_bad=0.01,
         duplicates=0.05,
         late=0.01,
+        behaviour=POPULATION,
         scenarios=(ChurnSpike(region="EU", at=spike, duration=timedelta(hours=3), factor=50),),
     )
     return list(generate(config))
