@@ -119,8 +119,7 @@ def make_service(
         lambda: set(range(PARTITIONS)),
         metrics,
         lambda: datetime(2030, 1, 1, tzinfo=UTC),
-        monotonic=lambda: 1000.0,  # no source ever looks idle
-        **kw,  # type: ignore[arg-type]
+        **{"monotonic": lambda: 1000.0, **kw},  # type: ignore[arg-type]  # 1000: none idle
     )
     return service, metrics
 
@@ -255,3 +254,38 @@ async def test_redis_down_pauses_alerts_and_never_raises() -> None:
     assert [await service.tick() for _ in range(3)] == [0, 0, 0]
     assert sent == []
     assert metrics.alert_evaluations._value.get() == 0
+
+
+def test_a_bucket_waits_for_every_source_partition_heard_or_not(redis_url: str) -> None:
+    """A worker that has just taken a segment partition over knows only the sources that
+    confirmed since; one whose worker died has not. Its buckets must not close without it,
+    until it has been silent for the idle timeout."""
+    settings = Settings(redis_url=redis_url, topic_partitions=PARTITIONS)
+    store = SegmentStore()
+    now = [0.0]
+    service, _metrics = make_service(settings, store, redis_url, [], monotonic=lambda: now[0])
+    for source in range(PARTITIONS - 1):  # source 3 is the dead worker's
+        store.apply_update({"src": source, "wm": 5_000_000 + source}, 0)
+
+    assert service.closing_watermark(0, now[0]) is None
+    now[0] = settings.alert_idle_timeout.total_seconds() - 1
+    store.apply_update({"src": 0, "wm": 9_000_000}, 0)
+    assert service.closing_watermark(0, now[0]) is None
+
+    # Heard from: the minimum over all four.
+    store.apply_update({"src": PARTITIONS - 1, "wm": 4_000_000}, 0)
+    assert service.closing_watermark(0, now[0]) == 4_000_000
+
+
+def test_a_source_never_heard_from_is_left_out_after_the_idle_timeout(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, topic_partitions=PARTITIONS)
+    store = SegmentStore()
+    now = [0.0]
+    service, _metrics = make_service(settings, store, redis_url, [], monotonic=lambda: now[0])
+    for source in range(PARTITIONS - 1):
+        store.apply_update({"src": source, "wm": 5_000_000 + source}, 0)
+    assert service.closing_watermark(0, now[0]) is None
+    now[0] = settings.alert_idle_timeout.total_seconds() + 1
+    for source in range(PARTITIONS - 1):  # the others move on; source 3 stays silent
+        store.apply_update({"src": source, "wm": 6_000_000 + source}, 0)
+    assert service.closing_watermark(0, now[0]) == 6_000_000

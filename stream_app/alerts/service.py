@@ -10,9 +10,11 @@ the next owner after a rebalance, carries on where the last one stopped.
 
 A bucket closes when the *closing watermark* passes its end plus ``KPI_ALERT_GRACE``. That
 watermark is the minimum, over the customer partitions feeding this segment partition, of
-the watermark each confirmed after sending all its counts; a partition whose watermark has
-not moved for ``KPI_ALERT_IDLE_TIMEOUT`` of wall-clock time is left out (it has no traffic,
-so it holds no counts back). The maximum would let the fastest partition close a bucket
+the watermark each confirmed after sending all its counts; one not heard from yet (its
+worker died, or this worker has just taken the segment partition over) holds every bucket
+open. A partition whose watermark has not moved, or that has not been heard from, for
+``KPI_ALERT_IDLE_TIMEOUT`` of wall-clock time is left out (it has no traffic, so it holds no
+counts back). The maximum would let the fastest partition close a bucket
 while the others' counts for it are still on the way, which is what a backlog looks like.
 
 Nothing here can slow the KPI path: evaluation is budgeted per tick, Redis trouble only
@@ -312,7 +314,7 @@ class AlertService:
         ) * 1000
         self.marker_ttl_s = int(settings.alert_marker_ttl.total_seconds())
         self._states: dict[tuple[str, str], _State] = {}
-        self._progress: dict[tuple[int, int], tuple[int, float]] = {}
+        self._progress: dict[tuple[int, int], tuple[int | None, float]] = {}
         self._kafka_retry: deque[tuple[bytes, bytes]] = deque(maxlen=KAFKA_RETRY_LIMIT)
         self._backoff_until = 0.0
         self._backoff_s = 0.5
@@ -426,18 +428,33 @@ class AlertService:
         return states
 
     def closing_watermark(self, partition: int, now: float) -> int | None:
-        """Minimum confirmed watermark over the partition's non-idle sources (see module doc)."""
+        """Minimum confirmed watermark over the partition's non-idle sources (see module doc).
+
+        Every customer partition is a source, heard from or not: a worker that has just
+        taken this partition over knows only the sources that confirmed since, and a source
+        whose worker died has not confirmed yet. Counting without it closed buckets before
+        its counts were in (an alert resolved early and fired again after a SIGKILL). A
+        source unheard for ``KPI_ALERT_IDLE_TIMEOUT`` is left out, like an idle one.
+        """
         confirmed = self.store.confirmed_watermarks(partition)
         if not confirmed:
             return None
         active: list[int] = []
-        for source, wm in confirmed.items():
-            seen = self._progress.get((partition, source))
+        unheard = False
+        for source in sorted(set(range(self.settings.topic_partitions)) | set(confirmed)):
+            wm = confirmed.get(source)
+            key = (partition, source)
+            seen = self._progress.get(key)
             if seen is None or seen[0] != wm:
-                self._progress[(partition, source)] = (wm, now)
+                self._progress[key] = (wm, now)
+            elif now - seen[1] >= self.idle_s:
+                continue  # idle, or silent since this worker took the partition
+            if wm is None:
+                unheard = True
+            else:
                 active.append(wm)
-            elif now - seen[1] < self.idle_s:
-                active.append(wm)
+        if unheard:
+            return None
         return min(active) if active else max(confirmed.values())
 
     def _forget_unowned(self, owned: set[int]) -> None:
