@@ -55,6 +55,16 @@ def _wait_for_zero_mismatches(
     return report
 
 
+def _fresh(stack: StackEnv) -> Settings:
+    """The stack's settings, with its Redis emptied and its topics made."""
+    settings = _settings(stack)
+    flush = redis.Redis.from_url(settings.redis_url)
+    flush.flushdb()
+    flush.close()
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
 def _start_two(stack: StackEnv) -> list[WorkerProcess]:
     workers = [stack.start_worker("a"), stack.start_worker("b")]
     deadline = time.monotonic() + 120
@@ -73,11 +83,7 @@ def _alive(workers: list[WorkerProcess]) -> list[WorkerProcess]:
 
 
 def test_two_workers_publish_exact_kpis(stack: StackEnv, tmp_path: Path) -> None:
-    settings = _settings(stack)
-    flush = redis.Redis.from_url(settings.redis_url)
-    flush.flushdb()
-    flush.close()
-    asyncio.run(ensure_topics(settings))
+    settings = _fresh(stack)
     records = _records(seed=11)
     with (tmp_path / "events.jsonl").open("wb") as handle:
         write_log(records, handle)
@@ -95,11 +101,7 @@ def test_three_workers_each_own_whole_customer_shards(stack: StackEnv) -> None:
     """Three workers on four partitions: every partition number is one member's in all five
     input topics (aiokafka's default round robin split them once the members were three),
     nobody crashes, and the KPIs are exact."""
-    settings = _settings(stack)
-    flush = redis.Redis.from_url(settings.redis_url)
-    flush.flushdb()
-    flush.close()
-    asyncio.run(ensure_topics(settings))
+    settings = _fresh(stack)
     records = _records(seed=14)
     workers = [stack.start_worker(name) for name in ("a", "b", "c")]
     deadline = time.monotonic() + 120
@@ -121,11 +123,7 @@ def test_three_workers_each_own_whole_customer_shards(stack: StackEnv) -> None:
 
 
 def test_a_worker_killed_midway_loses_and_doubles_nothing(stack: StackEnv) -> None:
-    settings = _settings(stack)
-    flush = redis.Redis.from_url(settings.redis_url)
-    flush.flushdb()
-    flush.close()
-    asyncio.run(ensure_topics(settings))
+    settings = _fresh(stack)
     records = _records(seed=12)
     workers = _start_two(stack)
     half = len(records) // 2
