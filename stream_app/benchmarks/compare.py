@@ -34,12 +34,8 @@ def as_number(value: Any) -> float | None:
 
 def position(value: Any, band: Band) -> Position | None:
     """Where a value lies against its band; the band's ends count as within."""
-    number = as_number(value)
-    if number is None:
-        return None
-    if number < band.low:
-        return "below"
-    return "above" if number > band.high else "within"
+    entry = standing(band.kpi, value, band)
+    return None if entry is None else entry.position
 
 
 @dataclass(frozen=True)
@@ -68,19 +64,20 @@ class Standing:
 
 
 def standing(kpi: str, value: Any, band: Band) -> Standing | None:
-    where = position(value, band)
+    """The value against its band (None without a value)."""
     number = as_number(value)
-    if where is None or number is None:
+    if number is None:
         return None
     width = band.high - band.low
-    if where == "below":
-        outside = (band.low - number) / width
+    where: Position
+    if number < band.low:
+        where, outside = "below", (band.low - number) / width
         score = -outside if band.better_high else outside
-    elif where == "above":
-        outside = (number - band.high) / width
+    elif number > band.high:
+        where, outside = "above", (number - band.high) / width
         score = outside if band.better_high else -outside
     else:
-        score = 0.0
+        where, score = "within", 0.0
     return Standing(kpi, value, band, where, score)
 
 

@@ -124,9 +124,7 @@ class Band(BaseModel):
 
     @property
     def better_high(self) -> bool:
-        """Whether a value above the band is good (the registry's word unless stated)."""
-        if self.higher_is_better is not None:
-            return self.higher_is_better
+        """Whether a value above the band is good: the registry's word (a stated one agrees)."""
         return KPI_BY_NAME[self.kpi].higher_is_better
 
     def applies_to(self, window: str) -> bool:

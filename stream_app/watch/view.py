@@ -20,7 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from stream_app.benchmarks.compare import Position, position
+from stream_app.benchmarks.compare import Position, standing
 from stream_app.benchmarks.profile import Profile
 from stream_app.kpis.registry import KPI_BY_NAME, KPIS, names_for, segment_kind
 from stream_app.published import (
@@ -235,13 +235,12 @@ def band_mark(name: str, value: Any, window: str, profile: Profile | None) -> Te
     """↓, · or ↑ for below, within or above the KPI's band (green: the better side or
     within, red: the worse side); a blank where there is no band or no value."""
     band = profile.band(name, window) if profile is not None else None
-    where = position(value, band) if band is not None else None
-    if band is None or where is None:
+    entry = standing(name, value, band) if band is not None else None
+    if entry is None:
         return Text(" ")
-    if where == "within":
-        return Text(BAND_MARKS[where], style="green")
-    good = (where == "above") == band.better_high
-    return Text(BAND_MARKS[where], style="bold green" if good else "bold red")
+    if entry.position == "within":
+        return Text(BAND_MARKS[entry.position], style="green")
+    return Text(BAND_MARKS[entry.position], style="bold green" if entry.score > 0 else "bold red")
 
 
 def _cell(name: str, view: WindowView, profile: Profile | None) -> Text:
