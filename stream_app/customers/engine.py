@@ -610,7 +610,7 @@ class CustomerEngine(Service):
             # wait): together, taking over 4 partitions costs about what 1 does.
             try:
                 # Recovery builds millions of long-lived objects: collections in between
-                # would walk them again and again (60% of a replay's CPU).
+                # would walk them again and again (docs/benchmarks.md, change 44).
                 with collection_paused():
                     recovered = await asyncio.gather(
                         *(self._recover(partition) for partition in new)

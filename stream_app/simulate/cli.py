@@ -54,8 +54,8 @@ examples:
   kpi simulate --out events.jsonl                         # 40 days, ~20,000 records
   kpi simulate --kafka --speedup 3600 --inject-bad 0.01   # one simulated hour per second
   kpi simulate --kafka --realtime --rate-per-day 50000    # 2 days of history, then live
-  kpi simulate --kafka --realtime --warmup 36d --warmup-events 150000 \
-      --rate-per-day 250000 --disorder 1s    # 36 days at once, then ~3 records/s, current
+  kpi simulate --kafka --realtime --warmup 36d --warmup-events 150000 \\
+      --rate-per-day 250000 --disorder 1s    # 36 days at once, then ~3 records/s
   kpi simulate --out spike.jsonl \\
       --scenario churn_spike:region=EU,at=2026-11-10T00:00:00Z,hours=6,factor=8
 
