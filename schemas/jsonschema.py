@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from schemas.alert import Alert
+from schemas.cohort import CohortUpdate
 from schemas.dead_letter import DeadLetter
 from schemas.events import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from schemas.kpi import CampaignSnapshot, SegmentSnapshot
@@ -37,6 +38,7 @@ DOCUMENTS: Final[dict[str, tuple[type[BaseModel] | type[Event], JsonSchemaMode]]
     "segment_snapshot": (SegmentSnapshot, "serialization"),
     "campaign_snapshot": (CampaignSnapshot, "serialization"),
     "alert": (Alert, "serialization"),
+    "cohort": (CohortUpdate, "serialization"),
 }
 
 

@@ -20,6 +20,12 @@ HISTORY_PREFIX: Final = "kpi-history:"  # sorted set: score = window end (s), me
 UPDATES_CHANNEL_PREFIX: Final = "kpi-updates:"  # pub/sub: each snapshot as JSON
 UPDATES_STREAM: Final = "kpi-updates"  # stream: each snapshot as JSON in field ``data``
 
+# --- cohort retention (contract section 6)
+COHORTS_PREFIX: Final = "kpi-cohorts:"  # hash per grain and segment: field = cohort start
+COHORT_UPDATES_PREFIX: Final = "kpi-cohort-updates:"  # pub/sub: each changed cohort as JSON
+COHORTS_PATTERN: Final = COHORTS_PREFIX + "*"
+COHORT_UPDATES_PATTERN: Final = COHORT_UPDATES_PREFIX + "*"
+
 # string with a TTL, one per running publisher: gone means Redis lost its data (restarted empty)
 PUBLISHER_ALIVE_PREFIX: Final = "kpi-publisher-alive:"
 
@@ -49,6 +55,14 @@ def history_key(window: str, segment: str) -> str:
 
 def updates_channel(window: str, segment: str) -> str:
     return f"{UPDATES_CHANNEL_PREFIX}{window}:{segment}"
+
+
+def cohorts_key(grain: str, segment: str) -> str:
+    return f"{COHORTS_PREFIX}{grain}:{segment}"
+
+
+def cohort_updates_channel(grain: str, segment: str) -> str:
+    return f"{COHORT_UPDATES_PREFIX}{grain}:{segment}"
 
 
 def publisher_alive_key(token: str) -> str:
