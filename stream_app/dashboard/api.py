@@ -177,7 +177,19 @@ class DashboardApi:
                 "segments": segments,
                 "regions": [s for s in segments if s.startswith("region:")],
                 "campaigns": [s for s in segments if s.startswith("campaign:")],
+                "cohorts": await self.reader.cohort_segments(),
             }
+        )
+
+    async def cohorts(self, request: web.Request) -> web.StreamResponse:
+        grain = params.grain(_param(request, "grain"))
+        segment = params.segment(_param(request, "segment"), default="all")
+        found = await self.reader.cohorts(grain, segment)
+        if found is None:
+            return error_response(404, f"no cohorts of grain {grain} for segment {segment}")
+        cohorts = [cohort.model_dump(mode="json") for cohort in found]
+        return _json(
+            {"grain": grain, "segment": segment, "count": len(cohorts), "cohorts": cohorts}
         )
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
@@ -255,6 +267,7 @@ class DashboardApi:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         segment = params.segment(_param(request, "segment"), default="all")
+        cohort_segment = params.segment(_param(request, "cohort_segment"), default=segment)
         # Counted before the first await, so that concurrent requests cannot pass the cap.
         if self.streams >= self.settings.web_max_streams:
             return error_response(
@@ -262,11 +275,13 @@ class DashboardApi:
             )
         self.streams += 1
         try:
-            return await self._stream(request, segment)
+            return await self._stream(request, segment, cohort_segment)
         finally:
             self.streams -= 1
 
-    async def _stream(self, request: web.Request, segment: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, segment: str, cohort_segment: str
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -277,12 +292,17 @@ class DashboardApi:
         await response.prepare(request)
         if request.method == "HEAD":
             return response
-        subscriber = self.hub.subscribe(segment)
+        subscriber = self.hub.subscribe(segment, cohort_segment)
         try:
             # "hello" once subscribed: a client that then loads the current state misses
             # nothing published after it (unless Redis is down: then it says so).
             await self.hub.wait_subscribed(HELLO_WAIT_S)
-            hello = {"segment": segment, "server_time": _now_iso(), **self.hub.status()}
+            hello = {
+                "segment": segment,
+                "cohort_segment": cohort_segment,
+                "server_time": _now_iso(),
+                **self.hub.status(),
+            }
             await response.write(
                 f"retry: {RETRY_MS}\n\n".encode() + sse_frame("hello", orjson.dumps(hello))
             )
@@ -337,6 +357,7 @@ def routes(api: DashboardApi) -> tuple[tuple[str, Handler], ...]:
         (f"{API}/snapshots", api.snapshots),
         (f"{API}/history", api.history),
         (f"{API}/alerts", api.alerts),
+        (f"{API}/cohorts", api.cohorts),
         (f"{API}/benchmarks", api.benchmarks),
         (f"{API}/benchmarks/strengths-weaknesses", api.strengths_weaknesses),
         (f"{API}/stream", api.stream),
