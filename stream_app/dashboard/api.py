@@ -47,6 +47,7 @@ METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _STATIC: Final = {
     "index.html": "text/html",
     "app.js": "text/javascript",
+    "cohorts.js": "text/javascript",
     "app.css": "text/css",
     "favicon.svg": "image/svg+xml",
     "vendor/uplot/uPlot.iife.min.js": "text/javascript",
