@@ -10,13 +10,11 @@ be read; an unexpected error is logged and answered with a 500 that carries no d
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Final
 
 import orjson
@@ -29,6 +27,7 @@ from stream_app.benchmarks.profile import profile_from_settings
 from stream_app.settings import Settings
 
 from . import kpimeta, openapi, params
+from .assets import Asset, load_assets
 from .health import HealthSource
 from .live import LiveHub
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT, BadParameterError
@@ -43,34 +42,6 @@ RETRY_MS: Final = 3000
 STALE_AFTER_S: Final = 60
 # What generate_latest writes: the Prometheus text format 0.0.4.
 METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-
-_STATIC: Final = {
-    "index.html": "text/html",
-    "app.js": "text/javascript",
-    "cohorts.js": "text/javascript",
-    "app.css": "text/css",
-    "favicon.svg": "image/svg+xml",
-    "vendor/uplot/uPlot.iife.min.js": "text/javascript",
-    "vendor/uplot/uPlot.min.css": "text/css",
-}
-
-
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    etag: str
-
-
-def load_assets() -> dict[str, Asset]:
-    """The page's files, read once from the package (an allow-list: nothing else is served)."""
-    root = resources.files(__package__).joinpath("static")
-    assets = {}
-    for name, content_type in _STATIC.items():
-        body = root.joinpath(name).read_bytes()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-        assets[name] = Asset(body, content_type, etag)
-    return assets
 
 
 def _now_iso() -> str:

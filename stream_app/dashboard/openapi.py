@@ -16,13 +16,9 @@ from schemas.cohort import GRAINS, Cohort, CohortUpdate
 from stream_app.settings import Settings
 
 from . import params
+from .openapi_parts import BENCHMARK_SCHEMAS, REF
+from .openapi_parts import ref as _ref
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT
-
-REF: Final = "#/components/schemas/{model}"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -86,52 +82,7 @@ def build(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
-            "Position": {
-                "type": "string",
-                "enum": ["below", "within", "above"],
-                "description": "Where a KPI's value lies against its benchmark band.",
-            },
-            "Band": {
-                "type": "object",
-                "required": ["kpi", "windows", "low", "high", "higher_is_better", "source"],
-                "properties": {
-                    "kpi": {"type": "string"},
-                    "windows": {
-                        "description": "The windows it applies to; null: every window.",
-                        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
-                    },
-                    "low": {"type": "number"},
-                    "high": {"type": "number"},
-                    "higher_is_better": {"type": "boolean"},
-                    "note": {"type": ["string", "null"]},
-                    "source": {
-                        "type": "object",
-                        "required": ["title", "publisher", "year", "url"],
-                        "properties": {
-                            "title": {"type": "string"},
-                            "publisher": {"type": "string"},
-                            "year": {"type": "integer"},
-                            "url": {"type": "string"},
-                        },
-                    },
-                },
-            },
-            "Standing": {
-                "type": "object",
-                "required": ["kpi", "label", "value", "position", "score", "band"],
-                "properties": {
-                    "kpi": {"type": "string"},
-                    "label": {"type": "string"},
-                    "value": {"description": "As published (money a decimal string)."},
-                    "position": _ref("Position"),
-                    "score": {
-                        "type": "number",
-                        "description": "Band widths outside the band: positive better, "
-                        "negative worse, 0 within.",
-                    },
-                    "band": _ref("Band"),
-                },
-            },
+            **BENCHMARK_SCHEMAS,
             "HistoryPoint": {
                 "type": "object",
                 "description": "A snapshot of one past step; only `window_start`, "
