@@ -168,6 +168,9 @@ def decode_snapshot(
 
 # A cohort of 26 periods is about 5 KB of JSON; a field name is one RFC 3339 time.
 MAX_COHORT_BYTES: Final = 32 * 1024
+# Fields read of one cohort hash at most (the engine keeps 26 or 12): a hash grown huge by
+# something else is read in part, not whole into memory.
+MAX_COHORT_FIELDS: Final = 1000
 MAX_COHORT_SEGMENTS: Final = 10_000
 _COHORT_SEGMENT: Final = _field_type(CohortUpdate, "segment")
 
@@ -240,13 +243,23 @@ async def read_cohorts(
 ) -> tuple[list[Cohort], int] | None:
     """The cohorts of ``grain`` and ``segment``, newest first, and how many fields were left
     out; None when there is no such hash. May raise ``RedisError``/``OSError``."""
+    key = cohorts_key(grain, segment)
     try:
-        fields = await redis.hgetall(cohorts_key(grain, segment))
+        size = await redis.hlen(key)
+        if size <= MAX_COHORT_FIELDS:
+            fields = await redis.hgetall(key)
+        else:
+            fields = {}
+            async for name, value in redis.hscan_iter(key, count=MAX_COHORT_FIELDS):
+                fields[name] = value
+                if len(fields) >= MAX_COHORT_FIELDS:
+                    break
     except ResponseError:  # WRONGTYPE: something else took the name
         return None
     if not fields:
         return None
-    return decode_cohorts(fields, grain)
+    cohorts, bad = decode_cohorts(fields, grain)
+    return cohorts, bad + max(0, size - len(fields))
 
 
 def split_cohort_name(name: str, prefix: str = COHORTS_PREFIX) -> tuple[Grain, str] | None:

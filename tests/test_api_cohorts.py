@@ -19,6 +19,7 @@ import redis
 from schemas.cohort import Cohort
 from stream_app.devstack import free_port
 from stream_app.kpis.cohorts import WEEK_US, newest_cohort_starts, to_datetime, to_us
+from stream_app.published import MAX_COHORT_FIELDS
 from stream_app.redis_keys import cohort_updates_channel, cohorts_key
 from tests.cohort_data import cohort, cohorts, field_name, publish_update, write_cohorts
 from tests.kpi_data import rfc3339
@@ -253,3 +254,19 @@ async def test_the_stream_carries_the_cohorts_of_its_cohort_segment(
     assert seen == [("cohort", update.model_dump(mode="json")) for update in sent]
     assert seen[1][1]["grain"] == "month"
     assert counts["message"] == 4
+
+
+async def test_a_huge_cohort_hash_is_read_in_part_never_whole(
+    db_url: str, rdb: redis.Redis
+) -> None:
+    good = cohorts(WATERMARK, "week", count=3)
+    write_cohorts(rdb, "week", "region:NA", good)
+    junk = {f"junk-{n}": b"{}" for n in range(MAX_COHORT_FIELDS + 500)}
+    rdb.hset(cohorts_key("week", "region:NA"), mapping=junk)  # type: ignore[arg-type]
+    async with serve(settings_for(db_url)) as base:
+        status, body, _ = await get(f"{base}/api/v1/cohorts?segment=region:NA")
+        counts = await _malformed(base)
+    assert status == 200, body
+    shown = body["cohorts"]
+    assert all(c in as_json(good) for c in shown)
+    assert counts["cohort"] == len(junk) + len(good) - len(shown)  # read or not, counted
