@@ -17,7 +17,9 @@ from typing import Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from rich.console import Group, RenderableType
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -108,18 +110,21 @@ def retention_cell(period: CohortPeriod | None) -> Text:
     return Text(f"{period.retention * 100:.0f}{mark}", style=style)
 
 
-def render_matrix(state: CohortState) -> Table:
-    """One row per cohort, newest first: start, size, then retention % per period k."""
+def render_matrix(state: CohortState, periods_shown: int | None = None) -> Table:
+    """One row per cohort, newest first: start, size, then retention % per period k (the
+    first ``periods_shown`` of them, all by default)."""
     cohorts = state.newest_first()
     depth = max((len(cohort.periods) for cohort in cohorts), default=1)
+    if periods_shown is not None:
+        depth = max(1, min(depth, periods_shown))
     unit = "week" if state.grain == "week" else "month"
-    table = Table(title_justify="left", show_edge=True, pad_edge=False, padding=(0, 1))
-    table.add_column(f"{unit} of (UTC)", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
+    table.add_column(f"{unit} of", no_wrap=True, min_width=10)
+    table.add_column("size", justify="right", no_wrap=True, min_width=5)
     for k in range(depth):
-        table.add_column(f"k{k}", justify="right", no_wrap=True)
+        table.add_column(f"k{k}", justify="right", no_wrap=True, min_width=4)
     for cohort in cohorts:
-        periods: list[CohortPeriod | None] = [*cohort.periods]
+        periods: list[CohortPeriod | None] = list(cohort.periods[:depth])
         periods += [None] * (depth - len(periods))
         table.add_row(
             cohort_label(cohort.cohort_start, state.grain),
@@ -127,6 +132,29 @@ def render_matrix(state: CohortState) -> Table:
             *(retention_cell(period) for period in periods),
         )
     return table
+
+
+class _Matrix:
+    """The matrix cut to the terminal's width: the first periods that fit, and a note."""
+
+    def __init__(self, state: CohortState) -> None:
+        self.state = state
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, render_matrix(self.state))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        depth = max((len(c.periods) for c in self.state.cohorts.values()), default=1)
+        fits = depth
+        unbounded = options.update(max_width=10_000)  # a measurement is capped at the width
+        while fits > 1:
+            table = render_matrix(self.state, fits)
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                break
+            fits -= 1
+        yield render_matrix(self.state, fits)
+        if fits < depth:
+            yield Text(f"k{fits}..k{depth - 1} not shown: widen the terminal", style="dim")
 
 
 def render_cohorts(state: CohortState, now: datetime) -> RenderableType:
@@ -161,5 +189,5 @@ def render_cohorts(state: CohortState, now: datetime) -> RenderableType:
             style="dim",
         )
     )
-    parts.append(render_matrix(state))
+    parts.append(_Matrix(state))
     return Group(*parts)
