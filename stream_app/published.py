@@ -183,6 +183,13 @@ def is_cohort_segment(text: str) -> bool:
 def _consistent(cohort: Cohort, grain: Grain) -> bool:
     """The rules of section 6 the model alone cannot see: the cohort starts on its grain's
     calendar, periods run 0, 1, ... with the calendar's ends, only the last is incomplete."""
+    try:
+        return _on_calendar(cohort, grain)
+    except (ValueError, OverflowError):  # a period would end past year 9999
+        return False
+
+
+def _on_calendar(cohort: Cohort, grain: Grain) -> bool:
     start = to_us(cohort.cohort_start)
     periods = cohort.periods
     if cohort_start(start, grain) != start or len(periods) > COHORT_DEPTH[grain]:

@@ -209,7 +209,19 @@ async def test_hostile_cohort_fields_are_left_out_and_counted_never_a_500(
     hostile = _hostile_fields()
     write_cohorts(rdb, "week", "region:EU", good)
     rdb.hset(cohorts_key("week", "region:EU"), mapping=hostile)  # type: ignore[arg-type]
-    rdb.hset(cohorts_key("month", "region:EU"), mapping={"x": b"\xff\xfe", b"\xff": b"{}"})
+    # The last month there is: its period would end in year 10000.
+    last = {
+        "cohort_start": "9999-12-01T00:00:00Z",
+        "size": 1,
+        "periods": [
+            {"k": 0, "end": "9999-12-31T00:00:00Z", "complete": False, "active": 1,
+             "retention": 1.0, "revenue": "1.00", "revenue_per_customer": "1.00"}
+        ],
+    }  # fmt: skip
+    rdb.hset(
+        cohorts_key("month", "region:EU"),
+        mapping={"x": b"\xff\xfe", b"\xff": b"{}", "9999-12-01T00:00:00Z": orjson.dumps(last)},
+    )
     async with serve(settings_for(db_url)) as base:
         status, body, _ = await get(f"{base}/api/v1/cohorts?segment=region:EU")
         month_status, month, _ = await get(f"{base}/api/v1/cohorts?grain=month&segment=region:EU")
@@ -217,7 +229,7 @@ async def test_hostile_cohort_fields_are_left_out_and_counted_never_a_500(
     assert status == 200, body
     assert body["cohorts"] == as_json([good[0], good[2]])
     assert len(hostile) == 23
-    assert counts["cohort"] == len(hostile) + 2  # good[1] was replaced by a bad one
+    assert counts["cohort"] == len(hostile) + 3  # good[1] was replaced by a bad one
     assert month_status == 200
     assert month["cohorts"] == []  # the segment is there, with nothing valid
 
