@@ -19,8 +19,11 @@ GRAINS: Final[tuple[Grain, ...]] = ("week", "month")
 # How many of the newest cohorts, and periods of each, are published per grain.
 COHORT_DEPTH: Final[dict[Grain, int]] = {"week": 26, "month": 12}
 # 'all', 'region:<R>' (cohort region) or 'campaign:<id>' (acquisition campaign).
+# Anchored at both ends: the campaign pattern's own '$' would end only its branch.
 COHORT_SEGMENT_PATTERN: Final = (
-    r"^(all|region:([A-Z0-9_-]{2,8}|unknown)|" + CAMPAIGN_SEGMENT_PATTERN.removeprefix("^") + ")"
+    r"^(all|region:([A-Z0-9_-]{2,8}|unknown)|"
+    + CAMPAIGN_SEGMENT_PATTERN.removeprefix("^").removesuffix("$")
+    + ")$"
 )
 
 _Count = Annotated[StrictInt, Field(ge=0)]

@@ -1,4 +1,4 @@
-"""What the processor published, read back: snapshots and alerts checked against the contract.
+"""What the processor published, read back: snapshots, cohorts and alerts, checked.
 
 Shared by the terminal view (``kpi watch``) and the web (the dashboard's API and live
 updates), so both show the same values and neither imports the other. Each value is checked
@@ -14,12 +14,17 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import orjson
+import redis.asyncio as aioredis
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from redis.exceptions import ResponseError
 
 from schemas import Alert, CampaignSnapshot, SegmentSnapshot
+from schemas.cohort import COHORT_DEPTH, GRAINS, Cohort, CohortUpdate, Grain
 from schemas.timestamps import UtcDatetime
+from stream_app.kpis.cohorts import cohort_start, period_end, to_us
 from stream_app.kpis.formulas import SegmentKind
 from stream_app.kpis.registry import KPI_BY_NAME, segment_kind
+from stream_app.redis_keys import COHORTS_PATTERN, COHORTS_PREFIX, cohorts_key, split_name
 
 Kind = Literal["count", "money", "percent", "score", "ratio"]
 
@@ -157,6 +162,142 @@ def decode_snapshot(
     if not isinstance(raw, dict):
         return None
     return clean_snapshot(raw, as_published=as_published)
+
+
+# --- cohorts (contract section 6) ---------------------------------------------------------
+
+# A cohort of 26 periods is about 5 KB of JSON; a field name is one RFC 3339 time.
+MAX_COHORT_BYTES: Final = 32 * 1024
+# Fields read of one cohort hash at most (the engine keeps 26 or 12): a hash grown huge by
+# something else is read in part, not whole into memory.
+MAX_COHORT_FIELDS: Final = 1000
+MAX_COHORT_SEGMENTS: Final = 10_000
+_COHORT_SEGMENT: Final = _field_type(CohortUpdate, "segment")
+
+
+def is_cohort_segment(text: str) -> bool:
+    """Whether ``text`` is a cohort segment the contract allows (``schemas.cohort``)."""
+    return _check(_COHORT_SEGMENT, text)[0]
+
+
+def _consistent(cohort: Cohort, grain: Grain) -> bool:
+    """The rules of section 6 the model alone cannot see: the cohort starts on its grain's
+    calendar, periods run 0, 1, ... with the calendar's ends, only the last is incomplete."""
+    try:
+        return _on_calendar(cohort, grain)
+    except (ValueError, OverflowError):  # a period would end past year 9999
+        return False
+
+
+def _on_calendar(cohort: Cohort, grain: Grain) -> bool:
+    start = to_us(cohort.cohort_start)
+    periods = cohort.periods
+    if cohort_start(start, grain) != start or len(periods) > COHORT_DEPTH[grain]:
+        return False
+    for k, period in enumerate(periods):
+        if period.k != k or to_us(period.end) != period_end(start, k, grain):
+            return False
+        if period.active > cohort.size or (not period.complete and k != len(periods) - 1):
+            return False
+    return True
+
+
+def decode_cohort(data: bytes | str, grain: Grain) -> Cohort | None:
+    """One cohort's JSON (a hash value); None if it is not one of ``grain``."""
+    if len(data) > MAX_COHORT_BYTES:
+        return None
+    try:
+        cohort = Cohort.model_validate_json(data, strict=True)
+    except ValidationError:
+        return None
+    return cohort if _consistent(cohort, grain) else None
+
+
+def decode_cohort_update(data: bytes | str, grain: Grain, segment: str) -> CohortUpdate | None:
+    """A message of ``kpi-cohort-updates:<grain>:<segment>``; None if it is not one of its
+    channel (another grain or segment would show some other cohort under this one)."""
+    if len(data) > MAX_COHORT_BYTES:
+        return None
+    try:
+        update = CohortUpdate.model_validate_json(data, strict=True)
+    except ValidationError:
+        return None
+    if update.grain != grain or update.segment != segment or not _consistent(update, grain):
+        return None
+    return update
+
+
+def decode_cohorts(
+    fields: Mapping[bytes | str, bytes | str], grain: Grain
+) -> tuple[list[Cohort], int]:
+    """A ``HGETALL kpi-cohorts:<grain>:<segment>`` reply as its cohorts, newest first, and
+    how many fields were left out (not a cohort, or not the one its field name says)."""
+    cohorts: list[Cohort] = []
+    bad = 0
+    for name, encoded in fields.items():
+        start = parse_time(name.decode("utf-8", "replace") if isinstance(name, bytes) else name)
+        cohort = decode_cohort(encoded, grain) if start is not None else None
+        if cohort is None or cohort.cohort_start != start:
+            bad += 1
+        else:
+            cohorts.append(cohort)
+    cohorts.sort(key=lambda c: c.cohort_start, reverse=True)
+    return cohorts, bad
+
+
+async def read_cohorts(
+    redis: aioredis.Redis, grain: Grain, segment: str
+) -> tuple[list[Cohort], int] | None:
+    """The cohorts of ``grain`` and ``segment``, newest first, and how many fields were left
+    out; None when there is no such hash. May raise ``RedisError``/``OSError``."""
+    key = cohorts_key(grain, segment)
+    try:
+        size = await redis.hlen(key)
+        if size <= MAX_COHORT_FIELDS:
+            fields = await redis.hgetall(key)
+        else:
+            fields = {}
+            async for name, value in redis.hscan_iter(key, count=MAX_COHORT_FIELDS):
+                fields[name] = value
+                if len(fields) >= MAX_COHORT_FIELDS:
+                    break
+    except ResponseError:  # WRONGTYPE: something else took the name
+        return None
+    if not fields:
+        return None
+    cohorts, bad = decode_cohorts(fields, grain)
+    return cohorts, bad + max(0, size - len(fields))
+
+
+def split_cohort_name(name: str, prefix: str = COHORTS_PREFIX) -> tuple[Grain, str] | None:
+    """``<prefix><grain>:<segment>`` (a cohort hash or channel) as (grain, segment); None if
+    the grain or the segment is not one the contract has."""
+    parts = split_name(name, prefix)
+    if parts is None or not is_cohort_segment(parts[1]):
+        return None
+    for grain in GRAINS:
+        if parts[0] == grain:
+            return grain, parts[1]
+    return None
+
+
+async def cohort_segments(redis: aioredis.Redis) -> tuple[dict[Grain, list[str]], list[str]]:
+    """Per grain, the segments with a cohort hash (a SCAN of ``kpi-cohorts:*``, unsorted),
+    and the names under that prefix that are none. May raise ``RedisError``/``OSError``."""
+    found: dict[Grain, list[str]] = {grain: [] for grain in GRAINS}
+    malformed: list[str] = []
+    seen = 0
+    async for key in redis.scan_iter(match=COHORTS_PATTERN, count=1000, _type="hash"):
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        parts = split_cohort_name(name)
+        if parts is None:
+            malformed.append(name)
+            continue
+        found[parts[0]].append(parts[1])
+        seen += 1
+        if seen >= MAX_COHORT_SEGMENTS:
+            break
+    return found, malformed
 
 
 @dataclass(frozen=True)

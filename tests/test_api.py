@@ -171,6 +171,7 @@ async def test_segments_are_those_with_snapshots(
             "segments": ["all", "region:EU", "campaign:spring-sale"],
             "regions": ["region:EU"],
             "campaigns": ["campaign:spring-sale"],
+            "cohorts": {"week": [], "month": []},  # tests/test_api_cohorts.py has some
         }
         write_snapshot(rdb, snapshot("24h", "region:NA", END, size=24 * HOUR))
         _, body, _ = await get(f"{base}/api/v1/segments")
@@ -408,12 +409,13 @@ async def test_every_route_is_in_the_openapi_document_and_docs(
     api_doc = (ROOT / "docs" / "api.md").read_text()
     for path in served:
         assert f"`GET {path}" in api_doc, f"docs/api.md does not document GET {path}"
-    for name in ("hello", "snapshot", "alert", "status", "reset", "ping"):
+    for name in ("hello", "snapshot", "cohort", "alert", "status", "reset", "ping"):
         assert f"`{name}`" in api_doc, f"docs/api.md does not describe the SSE event {name}"
     windows = document["paths"]["/api/v1/snapshot"]["get"]["parameters"][0]["schema"]["enum"]
     assert windows == ["1h", "24h", "7d", "30d"]
     assert "SegmentSnapshot" in document["components"]["schemas"]
     assert "Alert" in document["components"]["schemas"]
+    assert "Cohort" in document["components"]["schemas"]
 
 
 def _api_stub() -> Any:

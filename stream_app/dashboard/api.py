@@ -10,13 +10,11 @@ be read; an unexpected error is logged and answered with a 500 that carries no d
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, Final
 
 import orjson
@@ -29,6 +27,7 @@ from stream_app.benchmarks.profile import profile_from_settings
 from stream_app.settings import Settings
 
 from . import kpimeta, openapi, params
+from .assets import Asset, load_assets
 from .health import HealthSource
 from .live import LiveHub
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT, BadParameterError
@@ -43,33 +42,6 @@ RETRY_MS: Final = 3000
 STALE_AFTER_S: Final = 60
 # What generate_latest writes: the Prometheus text format 0.0.4.
 METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-
-_STATIC: Final = {
-    "index.html": "text/html",
-    "app.js": "text/javascript",
-    "app.css": "text/css",
-    "favicon.svg": "image/svg+xml",
-    "vendor/uplot/uPlot.iife.min.js": "text/javascript",
-    "vendor/uplot/uPlot.min.css": "text/css",
-}
-
-
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    etag: str
-
-
-def load_assets() -> dict[str, Asset]:
-    """The page's files, read once from the package (an allow-list: nothing else is served)."""
-    root = resources.files(__package__).joinpath("static")
-    assets = {}
-    for name, content_type in _STATIC.items():
-        body = root.joinpath(name).read_bytes()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-        assets[name] = Asset(body, content_type, etag)
-    return assets
 
 
 def _now_iso() -> str:
@@ -177,7 +149,19 @@ class DashboardApi:
                 "segments": segments,
                 "regions": [s for s in segments if s.startswith("region:")],
                 "campaigns": [s for s in segments if s.startswith("campaign:")],
+                "cohorts": await self.reader.cohort_segments(),
             }
+        )
+
+    async def cohorts(self, request: web.Request) -> web.StreamResponse:
+        grain = params.grain(_param(request, "grain"))
+        segment = params.segment(_param(request, "segment"), default="all")
+        found = await self.reader.cohorts(grain, segment)
+        if found is None:
+            return error_response(404, f"no cohorts of grain {grain} for segment {segment}")
+        cohorts = [cohort.model_dump(mode="json") for cohort in found]
+        return _json(
+            {"grain": grain, "segment": segment, "count": len(cohorts), "cohorts": cohorts}
         )
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
@@ -255,6 +239,7 @@ class DashboardApi:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         segment = params.segment(_param(request, "segment"), default="all")
+        cohort_segment = params.segment(_param(request, "cohort_segment"), default=segment)
         # Counted before the first await, so that concurrent requests cannot pass the cap.
         if self.streams >= self.settings.web_max_streams:
             return error_response(
@@ -262,11 +247,13 @@ class DashboardApi:
             )
         self.streams += 1
         try:
-            return await self._stream(request, segment)
+            return await self._stream(request, segment, cohort_segment)
         finally:
             self.streams -= 1
 
-    async def _stream(self, request: web.Request, segment: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, segment: str, cohort_segment: str
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -277,12 +264,17 @@ class DashboardApi:
         await response.prepare(request)
         if request.method == "HEAD":
             return response
-        subscriber = self.hub.subscribe(segment)
+        subscriber = self.hub.subscribe(segment, cohort_segment)
         try:
             # "hello" once subscribed: a client that then loads the current state misses
             # nothing published after it (unless Redis is down: then it says so).
             await self.hub.wait_subscribed(HELLO_WAIT_S)
-            hello = {"segment": segment, "server_time": _now_iso(), **self.hub.status()}
+            hello = {
+                "segment": segment,
+                "cohort_segment": cohort_segment,
+                "server_time": _now_iso(),
+                **self.hub.status(),
+            }
             await response.write(
                 f"retry: {RETRY_MS}\n\n".encode() + sse_frame("hello", orjson.dumps(hello))
             )
@@ -337,6 +329,7 @@ def routes(api: DashboardApi) -> tuple[tuple[str, Handler], ...]:
         (f"{API}/snapshots", api.snapshots),
         (f"{API}/history", api.history),
         (f"{API}/alerts", api.alerts),
+        (f"{API}/cohorts", api.cohorts),
         (f"{API}/benchmarks", api.benchmarks),
         (f"{API}/benchmarks/strengths-weaknesses", api.strengths_weaknesses),
         (f"{API}/stream", api.stream),

@@ -1,15 +1,18 @@
 """Live updates for the page: one Redis subscription per process, fanned out to every client.
 
-``LiveHub`` holds one pub/sub connection (``PSUBSCRIBE kpi-updates:*`` and ``SUBSCRIBE
-kpi-alerts``) while at least one client listens, and hands each client the snapshots of its
-segment and every alert through a bounded queue. A client that falls behind gets one ``reset``
-(reload everything over the REST endpoints) instead of an ever-growing queue. When Redis goes
-away every client is told (``status``), the hub reconnects with backoff (0.5 s doubling up to
-10 s), and tells them again when it is back, since messages sent meanwhile are lost.
+``LiveHub`` holds one pub/sub connection (``PSUBSCRIBE kpi-updates:*``,
+``PSUBSCRIBE kpi-cohort-updates:*`` and ``SUBSCRIBE kpi-alerts``) while at least one client
+listens, and hands each client the snapshots of its segment, the changed cohorts (both
+grains) of its cohort segment and every alert through a bounded queue. A client that falls
+behind gets one ``reset`` (reload everything over the REST endpoints) instead of an
+ever-growing queue. When Redis goes away every client is told (``status``), the hub
+reconnects with backoff (0.5 s doubling up to 10 s), and tells them again when it is back,
+since messages sent meanwhile are lost.
 
-Messages are untrusted: one that is not a snapshot of its channel's window and segment, or not
-an alert, is left out and counted (``kpi_dashboard_malformed_total{record="message"}``), and
-an unexpected error on one never ends the hub; ``check`` tells ``/health`` if it is not running.
+Messages are untrusted: one that is not a snapshot of its channel's window and segment, a
+cohort of its channel's grain and segment, or an alert, is left out and counted
+(``kpi_dashboard_malformed_total{record="message"}``), and an unexpected error on one never
+ends the hub; ``check`` tells ``/health`` if it is not running.
 """
 
 from __future__ import annotations
@@ -26,8 +29,21 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stream_app.metrics import MalformedReads
-from stream_app.published import decode_snapshot, describes, parse_alert
-from stream_app.redis_keys import ALERTS, UPDATES_CHANNEL_PREFIX, UPDATES_PATTERN, split_name
+from stream_app.published import (
+    decode_cohort_update,
+    decode_snapshot,
+    describes,
+    parse_alert,
+    split_cohort_name,
+)
+from stream_app.redis_keys import (
+    ALERTS,
+    COHORT_UPDATES_PATTERN,
+    COHORT_UPDATES_PREFIX,
+    UPDATES_CHANNEL_PREFIX,
+    UPDATES_PATTERN,
+    split_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +60,17 @@ Connect = Callable[[], aioredis.Redis]
 
 @dataclass(eq=False)
 class Subscriber:
-    """One client: the segment it follows and its queue of events."""
+    """One client: the segment it follows (and its cohort segment) and its queue of events."""
 
     segment: str
+    cohort_segment: str = ""  # "" follows the cohorts of ``segment``
     queue: asyncio.Queue[LiveEvent | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
     )
     resets: int = 0
+
+    def __post_init__(self) -> None:
+        self.cohort_segment = self.cohort_segment or self.segment
 
     def offer(self, event: LiveEvent) -> None:
         try:
@@ -124,8 +144,8 @@ class LiveHub:
         state = "connecting" if self.redis_up is None else ("up" if self.redis_up else "down")
         return {"redis": state}
 
-    def subscribe(self, segment: str) -> Subscriber:
-        subscriber = Subscriber(segment)
+    def subscribe(self, segment: str, cohort_segment: str = "") -> Subscriber:
+        subscriber = Subscriber(segment, cohort_segment)
         self.subscribers.add(subscriber)
         if not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
@@ -178,7 +198,7 @@ class LiveHub:
         client = self._connect()
         pubsub = client.pubsub()
         try:
-            await pubsub.psubscribe(UPDATES_PATTERN)
+            await pubsub.psubscribe(UPDATES_PATTERN, COHORT_UPDATES_PATTERN)
             await pubsub.subscribe(ALERTS)
             if self.redis_up is False:
                 logger.info("live updates: Redis answers again")
@@ -262,6 +282,8 @@ class LiveHub:
                 return None
             # Re-encoded: one line of JSON whatever the producer sent (SSE frames are lines).
             return ("alert", orjson.dumps(orjson.loads(data))), list(self.subscribers)
+        if channel.startswith(COHORT_UPDATES_PREFIX):
+            return self._route_cohort(channel, data)
         parts = split_name(channel, UPDATES_CHANNEL_PREFIX)
         if parts is None:
             return None
@@ -273,3 +295,17 @@ class LiveHub:
             self.malformed.skipped("field", channel, decoded[1])
         targets = [s for s in self.subscribers if s.segment == segment]
         return ("snapshot", orjson.dumps(decoded[0])), targets
+
+    def _route_cohort(
+        self, channel: str, data: bytes | str
+    ) -> tuple[LiveEvent, list[Subscriber]] | None:
+        """A changed cohort, for the clients that follow its segment's cohorts (``cohort``)."""
+        parts = split_cohort_name(channel, COHORT_UPDATES_PREFIX)
+        if parts is None:
+            return None
+        grain, segment = parts
+        update = decode_cohort_update(data, grain, segment)
+        if update is None:
+            return None
+        targets = [s for s in self.subscribers if s.cohort_segment == segment]
+        return ("cohort", update.model_dump_json().encode()), targets

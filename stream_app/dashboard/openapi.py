@@ -12,16 +12,13 @@ from typing import Any, Final
 from pydantic.json_schema import models_json_schema
 
 from schemas import Alert, CampaignSnapshot, SegmentSnapshot
+from schemas.cohort import GRAINS, Cohort, CohortUpdate
 from stream_app.settings import Settings
 
 from . import params
+from .openapi_parts import BENCHMARK_SCHEMAS, REF
+from .openapi_parts import ref as _ref
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT
-
-REF: Final = "#/components/schemas/{model}"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -53,6 +50,8 @@ def build(settings: Settings) -> dict[str, Any]:
             (SegmentSnapshot, "serialization"),
             (CampaignSnapshot, "serialization"),
             (Alert, "serialization"),
+            (Cohort, "serialization"),
+            (CohortUpdate, "serialization"),
         ],
         ref_template=REF,
     )
@@ -83,52 +82,7 @@ def build(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
-            "Position": {
-                "type": "string",
-                "enum": ["below", "within", "above"],
-                "description": "Where a KPI's value lies against its benchmark band.",
-            },
-            "Band": {
-                "type": "object",
-                "required": ["kpi", "windows", "low", "high", "higher_is_better", "source"],
-                "properties": {
-                    "kpi": {"type": "string"},
-                    "windows": {
-                        "description": "The windows it applies to; null: every window.",
-                        "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}],
-                    },
-                    "low": {"type": "number"},
-                    "high": {"type": "number"},
-                    "higher_is_better": {"type": "boolean"},
-                    "note": {"type": ["string", "null"]},
-                    "source": {
-                        "type": "object",
-                        "required": ["title", "publisher", "year", "url"],
-                        "properties": {
-                            "title": {"type": "string"},
-                            "publisher": {"type": "string"},
-                            "year": {"type": "integer"},
-                            "url": {"type": "string"},
-                        },
-                    },
-                },
-            },
-            "Standing": {
-                "type": "object",
-                "required": ["kpi", "label", "value", "position", "score", "band"],
-                "properties": {
-                    "kpi": {"type": "string"},
-                    "label": {"type": "string"},
-                    "value": {"description": "As published (money a decimal string)."},
-                    "position": _ref("Position"),
-                    "score": {
-                        "type": "number",
-                        "description": "Band widths outside the band: positive better, "
-                        "negative worse, 0 within.",
-                    },
-                    "band": _ref("Band"),
-                },
-            },
+            **BENCHMARK_SCHEMAS,
             "HistoryPoint": {
                 "type": "object",
                 "description": "A snapshot of one past step; only `window_start`, "
@@ -198,6 +152,15 @@ def build(settings: Settings) -> dict[str, Any]:
                             "segments": {"type": "array", "items": {"type": "string"}},
                             "regions": {"type": "array", "items": {"type": "string"}},
                             "campaigns": {"type": "array", "items": {"type": "string"}},
+                            "cohorts": {
+                                "description": "Per grain, the segments with cohorts (a SCAN "
+                                "of `kpi-cohorts:*`, cached for 5 s), in the same order.",
+                                "type": "object",
+                                "properties": {
+                                    grain: {"type": "array", "items": {"type": "string"}}
+                                    for grain in GRAINS
+                                },
+                            },
                         },
                     },
                     "The segments",
@@ -299,6 +262,33 @@ def build(settings: Settings) -> dict[str, Any]:
                 },
             ),
         ),
+        f"{API}/cohorts": get(
+            "The cohort retention matrix of a grain and segment",
+            "The hash `kpi-cohorts:<grain>:<segment>` (contract section 6): the published "
+            "cohorts, newest first, each with its periods. A field that is not a cohort is "
+            "left out and counted.",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "grain": {"type": "string", "enum": list(GRAINS)},
+                            "segment": {"type": "string"},
+                            "count": {"type": "integer"},
+                            "cohorts": {"type": "array", "items": _ref("Cohort")},
+                        },
+                    },
+                    "Cohorts, newest first",
+                ),
+                "404": _json(_ref("Error"), "The segment is well-formed but has no cohorts."),
+            },
+            _param(
+                "grain",
+                f"Cohort grain (default: {params.DEFAULT_GRAIN})",
+                {"type": "string", "enum": list(GRAINS), "default": params.DEFAULT_GRAIN},
+            ),
+            _param("segment", "Cohort segment (default: all)", segment),
+        ),
         f"{API}/benchmarks": get(
             "The benchmark profile",
             "The profile of KPI_BENCHMARK_PROFILE: `name`, `title` and its `bands`, each with "
@@ -348,11 +338,13 @@ def build(settings: Settings) -> dict[str, Any]:
         f"{API}/stream": get(
             "Live snapshots and alerts (server-sent events)",
             "`text/event-stream`. Events: `hello` (on connect: segment, server_time, redis), "
-            "`snapshot` (a new snapshot of the segment, any window), `alert` (any alert), "
+            "`snapshot` (a new snapshot of the segment, any window), `cohort` (a changed "
+            "cohort of the cohort segment, either grain: `CohortUpdate`), `alert` (any alert), "
             "`status` (Redis went down or came back: reload), `reset` (the client fell "
             "behind: reload), `ping` (every 5 s). Each `data` is one line of JSON.",
             {"200": {"description": "An event stream", "content": {"text/event-stream": {}}}},
             _param("segment", "Segment (default: all)", segment),
+            _param("cohort_segment", "Segment of the `cohort` events (default: segment)", segment),
         ),
         f"{API}/openapi.json": get(
             "This document", "OpenAPI 3.1.", {"200": _json({"type": "object"}, "OpenAPI")}

@@ -12,8 +12,11 @@ from datetime import datetime
 from typing import Final
 
 from schemas import CAMPAIGN_KPIS, SEGMENT_KPIS
+from schemas.cohort import GRAINS, Grain
 
 API: Final = "/api/v1"
+# GET /api/v1/cohorts without ``grain``: weekly cohorts, the finer of the two.
+DEFAULT_GRAIN: Final[Grain] = "week"
 HISTORY_LIMIT: Final = (500, 1, 5000)  # default, lowest, highest
 ALERTS_LIMIT: Final = (20, 1, 500)
 MAX_SEGMENT_CHARS: Final = 200
@@ -59,6 +62,16 @@ def window_list(text: str | None, windows: Collection[str]) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+def grain(text: str | None) -> Grain:
+    """``week`` or ``month`` (``schemas.cohort.GRAINS``); absent = ``DEFAULT_GRAIN``."""
+    if text is None or text == "":
+        return DEFAULT_GRAIN
+    for name in GRAINS:
+        if text == name:
+            return name
+    raise BadParameterError(f"grain: {_show(text)} is not a grain; use {' or '.join(GRAINS)}")
 
 
 def segment(text: str | None, *, default: str | None = None) -> str:

@@ -5,7 +5,9 @@ The layouts are the contract's (section 5) and the publisher's:
 - ``kpi:<window>:<segment>``: hash, one JSON-encoded value per snapshot field;
 - ``kpi-history:<window>:<segment>``: sorted set, score = window end (Unix seconds), member =
   the snapshot as JSON;
-- ``kpi-alerts``: stream, each alert as JSON in field ``data``.
+- ``kpi-alerts``: stream, each alert as JSON in field ``data``;
+- ``kpi-cohorts:<grain>:<segment>``: hash, one cohort's JSON per field named by its start
+  (contract section 6).
 
 Values are checked with the same code as ``kpi watch`` (``stream_app.published``), against
 the contract's models: a field that is not what the contract says is left out, a snapshot
@@ -25,19 +27,23 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from schemas.cohort import GRAINS, Cohort, Grain
 from stream_app.metrics import MalformedReads
 from stream_app.published import (
+    cohort_segments,
     decode_hash,
     decode_snapshot,
     describes,
     is_segment,
     parse_alert,
     parse_time,
+    read_cohorts,
 )
 from stream_app.redis_keys import (
     ALERTS,
     SNAPSHOT_PATTERN,
     SNAPSHOT_PREFIX,
+    cohorts_key,
     history_key,
     snapshot_key,
     split_name,
@@ -81,6 +87,7 @@ class KpiReader:
         self.segments_ttl_s = segments_ttl_s
         self._clock = clock
         self._segments: tuple[float, list[str]] | None = None
+        self._cohort_segments: tuple[float, dict[Grain, list[str]]] | None = None
         self._segments_lock = asyncio.Lock()
 
     async def ping(self) -> float:
@@ -214,6 +221,28 @@ class KpiReader:
         if malformed:
             self.malformed.skipped("key", malformed[0], len(malformed))
         return sorted(found, key=segment_order)
+
+    async def cohorts(self, grain: Grain, segment: str) -> list[Cohort] | None:
+        """The published cohorts, newest first; None when the segment has none of ``grain``."""
+        found = await read_cohorts(self.redis, grain, segment)
+        if found is None:
+            return None
+        self.malformed.skipped("cohort", cohorts_key(grain, segment), found[1])
+        return found[0]
+
+    async def cohort_segments(self) -> dict[Grain, list[str]]:
+        """Per grain, every segment with cohorts, in ``segment_order``; cached like
+        ``segments``."""
+        async with self._segments_lock:
+            cached = self._cohort_segments
+            if cached is not None and self._clock() - cached[0] < self.segments_ttl_s:
+                return cached[1]
+            found, malformed = await cohort_segments(self.redis)
+            if malformed:
+                self.malformed.skipped("key", malformed[0], len(malformed))
+            ordered = {grain: sorted(found[grain], key=segment_order) for grain in GRAINS}
+            self._cohort_segments = (self._clock(), ordered)
+            return ordered
 
     async def alerts(self, limit: int) -> list[dict[str, Any]]:
         """The latest alerts of the stream, newest first; entries that are no alert skipped."""

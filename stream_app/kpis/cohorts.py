@@ -28,6 +28,11 @@ def _to_us(moment: datetime) -> int:
     return (moment - EPOCH) // _MICROSECOND
 
 
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware ``moment`` (the inverse of ``to_datetime``)."""
+    return _to_us(moment)
+
+
 def _month_index(t_us: int) -> int:
     """Months since January 1970 of the month holding ``t_us``."""
     moment = to_datetime(t_us)

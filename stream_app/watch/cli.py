@@ -1,4 +1,5 @@
-"""The ``kpi watch`` subcommand: a live terminal view of one segment's KPIs, fed by Redis."""
+"""The ``kpi watch`` subcommand: a live terminal view of one segment's KPIs (or, with
+``--cohorts``, its cohort retention matrix), fed by Redis."""
 
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 from rich.console import Console
 from rich.measure import Measurement
 
+from schemas.cohort import GRAINS, Grain
 from stream_app.benchmarks.profile import ProfileError, profile_from_settings
+from stream_app.published import is_cohort_segment
 from stream_app.redaction import redacted, redis_url_option
 from stream_app.redis_keys import ALERTS, segment_updates_pattern, snapshot_key
 from stream_app.settings import Settings
+from stream_app.watch.cohorts import CohortState, CohortWatcher, render_cohorts
+from stream_app.watch.follow import Follower, S, client_factory
 from stream_app.watch.view import ALERT_FEED, WatchState, render
 
 logger = logging.getLogger("kpi.watch")
@@ -30,14 +36,11 @@ logger = logging.getLogger("kpi.watch")
 EXIT_OK = 0
 EXIT_ERROR = 2
 
-MAX_BACKOFF_S: Final = 10.0
-FIRST_BACKOFF_S: Final = 0.5
 # --once on a pipe: wide enough for the frame's natural width, up to this.
 _MAX_ONCE_WIDTH: Final = 400
 _WINDOW_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _BAD_SEGMENT = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
-
-Connect = Callable[[], "aioredis.Redis"]
+Render = Callable[[Any, datetime], Any]
 
 _DESCRIPTION = """\
 A live terminal view of the KPIs of one segment: one row per KPI, one column per window,
@@ -47,6 +50,13 @@ latest alerts. It reads the current snapshots (HGETALL kpi:<window>:<segment>) a
 last alerts (XREVRANGE kpi-alerts), then follows PSUBSCRIBE kpi-updates:*:<segment> and
 the channel kpi-alerts. Redis is KPI_REDIS_URL (with KPI_REDIS_PASSWORD) unless
 --redis-url is given. Ctrl-C quits.
+
+With --cohorts it shows the cohort retention matrix of the segment instead: one row per
+cohort (the customers whose first signup fell in that week or month, newest first) with
+its size, one column per period k after it, each cell the percentage of the cohort still
+active at the end of period k; '*' marks an incomplete period (the one holding the
+watermark, as of the watermark). It reads HGETALL kpi-cohorts:<grain>:<segment>, then
+follows SUBSCRIBE kpi-cohort-updates:<grain>:<segment>.
 """
 
 _EPILOG = """\
@@ -61,6 +71,8 @@ examples:
   kpi watch --segment region:EU --windows 1h,24h
   kpi watch --segment campaign:spring-sale --refresh 0.5
   kpi watch --once > kpis.txt                 # one frame on stdout, for scripts
+  kpi watch --cohorts                         # weekly cohorts of all customers
+  kpi watch --cohorts --grain month --segment campaign:spring-sale
 
 exit status:
   0 stopped with Ctrl-C (or SIGTERM), or --once printed its frame;
@@ -131,6 +143,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "KPI_WINDOWS, 1h,24h,7d,30d unless configured)",
     )
     parser.add_argument(
+        "--cohorts",
+        action="store_true",
+        help="show the cohort retention matrix of the segment instead of its KPIs",
+    )
+    parser.add_argument(
+        "--grain",
+        choices=GRAINS,
+        default="week",
+        help="with --cohorts: cohorts by the week (Monday 00:00 UTC) or the calendar month "
+        "of the first signup (default: week)",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="print one frame to stdout and exit (for scripts); exit 2 if Redis cannot be read",
@@ -163,33 +187,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Watcher:
-    """Keeps a ``WatchState`` current from Redis: snapshots and alerts, then live messages.
+class Watcher(Follower[WatchState]):
+    """Keeps a ``WatchState`` current: snapshots and alerts, then live messages."""
 
-    ``run`` reconnects with backoff whenever Redis fails and returns once ``stop`` is set.
-    It subscribes before it reads the current state, so nothing published in between is
-    missed (a message that repeats what was read changes nothing).
-    """
-
-    def __init__(
-        self,
-        state: WatchState,
-        connect: Connect,
-        *,
-        poll_s: float = 1.0,
-        first_backoff_s: float = FIRST_BACKOFF_S,
-        max_backoff_s: float = MAX_BACKOFF_S,
-    ) -> None:
-        self.state = state
-        self.connect = connect
-        self.poll_s = poll_s
-        self.first_backoff_s = first_backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.attempts = 0
-        self.failures = 0
-        self._down = False
-        # Set while subscribed and loaded: live messages are being applied.
-        self.live = asyncio.Event()
+    async def subscribe(self, pubsub: PubSub) -> None:
+        await pubsub.psubscribe(segment_updates_pattern(self.state.segment))
+        await pubsub.subscribe(ALERTS)
 
     async def load(self, client: aioredis.Redis) -> bool:
         """Read the current snapshot of every window and the last alerts."""
@@ -211,94 +214,14 @@ class Watcher:
         alerts = [(fields or {}).get(b"data", b"") for _id, fields in entries or []]
         return state.apply_alerts(alerts) or changed
 
-    def handle(self, message: dict[str, Any]) -> bool:
-        """Apply one pub/sub message; True if the view changed."""
-        if message.get("type") not in ("message", "pmessage"):
-            return False
-        channel = message.get("channel")
-        data = message.get("data")
-        if isinstance(channel, bytes):
-            channel = channel.decode("utf-8", "replace")
-        if not isinstance(channel, str) or not isinstance(data, bytes | str):
-            return False
+    def apply(self, channel: str, data: bytes | str) -> bool:
         if channel == ALERTS:
             return self.state.apply_alert(data)
         return self.state.apply_message(channel, data)
 
-    async def run(self, stop: asyncio.Event, on_change: Callable[[bool], None]) -> None:
-        """Follow Redis until ``stop`` is set; ``on_change(changed)`` after every wake-up."""
-        backoff = self.first_backoff_s
-        while not stop.is_set():
-            self.attempts += 1
-            try:
-                await self._session(stop, on_change)
-            except (RedisError, OSError) as exc:
-                self.live.clear()
-                self.failures += 1
-                detail = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
-                if not self._down:
-                    self._down = True
-                    logger.warning(
-                        "Redis at %s is unreachable (%s); retrying with backoff",
-                        self.state.source,
-                        detail,
-                    )
-                else:
-                    logger.debug("Redis still unreachable: %s", detail)
-                self.state.status = (
-                    f"Redis unreachable ({exc.__class__.__name__}); retrying in {backoff:g}s"
-                )
-                on_change(True)
-                await _sleep_unless(stop, backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
-            else:
-                backoff = self.first_backoff_s
-        self.live.clear()
-
-    async def _session(self, stop: asyncio.Event, on_change: Callable[[bool], None]) -> None:
-        client = self.connect()
-        pubsub = client.pubsub()
-        try:
-            await pubsub.psubscribe(segment_updates_pattern(self.state.segment))
-            await pubsub.subscribe(ALERTS)
-            await self.load(client)
-            if self._down:
-                logger.info("Redis at %s answers again", self.state.source)
-                self._down = False
-            self.state.status = None
-            self.live.set()
-            on_change(True)
-            while not stop.is_set():
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=self.poll_s
-                )
-                on_change(message is not None and self.handle(message))
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-def client_factory(url: str, password: str | None) -> Connect:
-    def connect() -> aioredis.Redis:
-        return aioredis.Redis.from_url(
-            url,
-            password=password,
-            socket_connect_timeout=3.0,
-            socket_timeout=10.0,
-            health_check_interval=15,
-        )
-
-    return connect
-
 
 def build_state(settings: Settings, args: argparse.Namespace, source: str) -> WatchState:
+    """The KPI view's state (not for ``--cohorts``: that is a ``CohortState``)."""
     windows = args.windows or tuple(window.name for window in settings.windows)
     state = WatchState(
         segment=args.segment,
@@ -321,19 +244,35 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         sys.stderr.write(f"kpi watch: {exc}\n")
         return EXIT_ERROR
     connect = client_factory(url, password)
+    if args.cohorts:
+        if not is_cohort_segment(args.segment):
+            sys.stderr.write(
+                f"kpi watch: {args.segment!r} is not a cohort segment: all, region:<REGION> "
+                "(2 to 8 of A-Z, 0-9, '_', '-', or unknown) or campaign:<campaign_id>\n"
+            )
+            return EXIT_ERROR
+        grain: Grain = args.grain
+        cohorts = CohortState(grain, args.segment, source=redacted(url), status="connecting")
+        return _follow(CohortWatcher(cohorts, connect), render_cohorts, args)
+    return _follow(Watcher(state, connect), render, args)
+
+
+def _follow(follower: Follower[S], draw: Render, args: argparse.Namespace) -> int:
     if args.once:
-        return _once(state, connect)
+        return _once(follower, draw)
     try:
-        return asyncio.run(_live(state, connect, args.refresh))
+        return asyncio.run(_live(follower, draw, args.refresh))
     except KeyboardInterrupt:  # before the signal handlers were in place
         return EXIT_OK
 
 
-def _once(state: WatchState, connect: Connect) -> int:
+def _once(follower: Follower[S], draw: Render) -> int:
+    state = follower.state
+
     async def read() -> None:
-        client = connect()
+        client = follower.connect()
         try:
-            await Watcher(state, connect).load(client)
+            await follower.load(client)
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
@@ -348,7 +287,7 @@ def _once(state: WatchState, connect: Connect) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     state.status = None
-    frame = render(state, utc_now())
+    frame = draw(state, utc_now())
     console = Console(file=sys.stdout)
     if not console.is_terminal:
         # Scripts get every value whole: as wide as the frame wants, not 80 columns.
@@ -359,17 +298,16 @@ def _once(state: WatchState, connect: Connect) -> int:
     return EXIT_OK
 
 
-async def _live(state: WatchState, connect: Connect, refresh_s: float) -> int:
+async def _live(follower: Follower[S], draw: Render, refresh_s: float) -> int:
     from rich.live import Live
 
     stop = asyncio.Event()
     console = Console()
-    watcher = Watcher(state, connect, poll_s=min(refresh_s, 1.0))
+    state = follower.state
+    follower.poll_s = min(refresh_s, 1.0)
     with (
         _signals_set(stop),
-        Live(
-            render(state, utc_now()), console=console, auto_refresh=False, transient=False
-        ) as live,
+        Live(draw(state, utc_now()), console=console, auto_refresh=False, transient=False) as live,
         _log_through(console),
     ):
         last_draw = 0.0
@@ -378,11 +316,11 @@ async def _live(state: WatchState, connect: Connect, refresh_s: float) -> int:
             nonlocal last_draw
             now = time.monotonic()
             if changed or now - last_draw >= refresh_s:
-                live.update(render(state, utc_now()), refresh=True)
+                live.update(draw(state, utc_now()), refresh=True)
                 last_draw = now
 
-        await watcher.run(stop, on_change)
-        live.update(render(state, utc_now()), refresh=True)
+        await follower.run(stop, on_change)
+        live.update(draw(state, utc_now()), refresh=True)
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-/* CRM KPI dashboard: tiles per window, trend charts, alerts, live over server-sent events.
+/* CRM KPI dashboard: tiles per window, trend charts, alerts, live over server-sent events
+ * (the cohort panel is cohorts.js; this file feeds it its segments and "cohort" events).
  *
  * Everything comes from the same origin (api/v1/...); nothing is loaded from elsewhere.
  * Data from the server is only ever put into the page as text (textContent), never as HTML.
@@ -55,6 +56,7 @@
     benchTimer: null,
   };
 
+  const cohorts = window.CrmCohorts; // cohorts.js: the cohort retention panel
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
     const node = document.createElement(tag);
@@ -252,6 +254,7 @@
       const body = await getJSON("segments");
       state.segments = body.segments;
       renderSegments();
+      cohorts.setSegments(body.cohorts);
     } catch (error) {
       onFetchError(error, "segments");
     }
@@ -920,7 +923,8 @@
   function connect() {
     if (state.source) state.source.close();
     const generation = state.generation;
-    const source = new EventSource(`${API}stream?segment=${encodeURIComponent(state.segment)}`);
+    const query = `segment=${encodeURIComponent(state.segment)}&cohort_segment=${encodeURIComponent(cohorts.segment())}`;
+    const source = new EventSource(`${API}stream?${query}`);
     state.source = source;
     const contact = (data) => {
       state.lastServerContact = Date.now();
@@ -953,6 +957,10 @@
       const snapshot = parse(event);
       if (snapshot && generation === state.generation) applySnapshot(snapshot, true);
     });
+    source.addEventListener("cohort", (event) => {
+      state.lastServerContact = Date.now();
+      cohorts.apply(parse(event));
+    });
     source.addEventListener("alert", (event) => {
       state.lastServerContact = Date.now();
       const alert = parse(event);
@@ -970,6 +978,7 @@
     loadAlerts(generation);
     loadHistory(generation);
     loadStrengths(generation);
+    cohorts.load();
   }
 
   function selectSegment(segment) {
@@ -1018,6 +1027,13 @@
     state.benchWindow = state.windows[state.windows.length - 1];
     await loadProfile();
     buildChartTabs();
+    cohorts.start({
+      getJSON,
+      onFetchError,
+      cssVar,
+      money: (value) => compact("clv", value),
+      reconnect: () => connect(),
+    });
     $("segment").addEventListener("change", (event) => selectSegment(event.target.value));
     window.addEventListener("hashchange", () => {
       const segment = segmentFromHash();
