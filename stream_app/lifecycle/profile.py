@@ -186,12 +186,19 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         }
 
 
-class _Envelope(msgspec.Struct, array_like=True):
+class _Head(msgspec.Struct, array_like=True):
+    """The first element of every format's stored form (the rest is ignored here)."""
+
+    format: int
+
+
+class _Envelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     format: int
     profile: msgspec.Raw
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
+_HEAD: Final = msgspec.msgpack.Decoder(_Head)
 _ENVELOPE: Final = msgspec.msgpack.Decoder(_Envelope)
 _PROFILE: Final = msgspec.msgpack.Decoder(Profile)
 
@@ -204,16 +211,21 @@ def encode_profile(profile: Profile) -> bytes:
 def decode_profile(data: bytes) -> Profile:
     """Read ``encode_profile``'s bytes; raises ProfileFormatError for anything else."""
     try:
-        envelope = _ENVELOPE.decode(data)
+        version = _HEAD.decode(data).format
     except msgspec.DecodeError as exc:
         raise ProfileFormatError(f"not a stored customer profile: {exc}") from None
-    if envelope.format != PROFILE_FORMAT:
+    if version != PROFILE_FORMAT:
         raise ProfileFormatError(
-            f"customer profile format {envelope.format} is unknown to this version "
+            f"customer profile format {version} is unknown to this version "
             f"(it reads format {PROFILE_FORMAT}); upgrade the worker or rebuild the state "
             "from the input topics"
         )
     try:
-        return _PROFILE.decode(envelope.profile)
+        return _PROFILE.decode(_ENVELOPE.decode(data).profile)
     except msgspec.DecodeError as exc:
         raise ProfileFormatError(f"customer profile format {PROFILE_FORMAT}: {exc}") from None
+
+
+# The model's feature names, in the order ``features`` gives them (pending examples store
+# the values in this order).
+FEATURES: Final = tuple(Profile().features(0))
