@@ -51,11 +51,13 @@ async def test_highest_risk_first_per_segment_up_to_the_limit(
         ]
 
 
-async def test_no_set_is_404_and_bad_parameters_are_400(db_url: str, rdb: redis.Redis) -> None:
+async def test_no_set_is_nobody_at_risk_and_bad_parameters_are_400(
+    db_url: str, rdb: redis.Redis
+) -> None:
     seed(rdb, "all", {"a": 0.5})
     async with serve(settings_for(db_url)) as base:
         status, body, _ = await get(f"{base}/api/v1/at-risk?segment=region:NA")
-        assert (status, body) == (404, {"error": "no at-risk customers for segment region:NA"})
+        assert (status, body) == (200, {"segment": "region:NA", "count": 0, "customers": []})
         for query, word in [
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
@@ -101,10 +103,10 @@ async def test_what_no_worker_writes_is_left_out_and_counted(db_url: str, rdb: r
         ]
         assert body["count"] == 4
         # The three bad members within [0, 1] are counted (the scores outside it are never
-        # read), and a key of another type is a 404, counted too.
+        # read), and a key of another type is an empty list, counted too.
         assert await _at_risk_skipped(base) == before + 3
         status, body, _ = await get(f"{base}/api/v1/at-risk?segment=region:EU")
-        assert status == 404
+        assert (status, body["customers"]) == (200, [])
         assert await _at_risk_skipped(base) == before + 4
 
 
@@ -114,7 +116,7 @@ async def test_the_openapi_document_describes_it(db_url: str, rdb: redis.Redis) 
     operation = document["paths"]["/api/v1/at-risk"]["get"]
     assert [p["name"] for p in operation["parameters"]] == ["segment", "limit"]
     assert operation["parameters"][1]["schema"]["maximum"] == 1000
-    assert set(operation["responses"]) >= {"200", "400", "401", "404", "503"}
+    assert set(operation["responses"]) == {"200", "400", "401", "503"}
     schemas = document["components"]["schemas"]
     risk = schemas["AtRiskCustomer"]["properties"]["risk"]
     assert (risk["minimum"], risk["maximum"]) == (0, 1)

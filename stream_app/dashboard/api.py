@@ -258,8 +258,6 @@ class DashboardApi:
             _param(request, "limit"), "limit", default=default, low=low, high=high
         )
         found = await read_at_risk(self.reader.redis, segment, limit, self.reader.malformed)
-        if found is None:
-            return error_response(404, f"no at-risk customers for segment {segment}")
         return _json(found.model_dump())
 
     async def openapi_document(self, request: web.Request) -> web.StreamResponse:

@@ -49,16 +49,18 @@ class AtRiskList(BaseModel):
 
 async def read_at_risk(
     redis: aioredis.Redis, segment: str, limit: int, malformed: MalformedReads
-) -> AtRiskList | None:
-    """The ``limit`` highest risks of the segment's set; None when there is no such set."""
+) -> AtRiskList:
+    """The ``limit`` highest risks of the segment's set.
+
+    No set is no customer at risk, not an error: Redis deletes a sorted set whose last
+    member goes, so a segment whose at-risk customers all left has no key either.
+    """
     key = at_risk_key(segment)
     try:
         entries = await redis.zrevrangebyscore(key, 1, 0, start=0, num=limit, withscores=True)
     except ResponseError:  # WRONGTYPE: not a sorted set
         malformed.skipped(RECORD, key)
-        return None
-    if not entries and not await redis.exists(key):
-        return None
+        entries = []
     customers: list[AtRiskCustomer] = []
     skipped = 0
     for entry in entries:
@@ -94,7 +96,7 @@ def openapi_path(segment: dict[str, Any], errors: dict[str, Any]) -> dict[str, A
             "summary": "The customers most likely to cancel",
             "description": "Members of the sorted set `kpi-at-risk:<segment>`, highest churn "
             "risk first (ties: customer id descending); an entry whose score is not in [0, 1] "
-            "or whose member is not a customer id is left out.",
+            "or whose member is not a customer id is left out. No set: an empty list.",
             "parameters": [
                 {
                     "name": "segment",
@@ -121,12 +123,6 @@ def openapi_path(segment: dict[str, Any], errors: dict[str, Any]) -> dict[str, A
                     "description": "At-risk customers",
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/AtRiskList"}}
-                    },
-                },
-                "404": {
-                    "description": "The segment is well-formed but has no at-risk set.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },
                 },
                 **errors,
