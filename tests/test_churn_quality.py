@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from stream_app.cli import main
 from stream_app.lifecycle.evaluate import DOCUMENTED, evaluate
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
@@ -25,3 +28,15 @@ def test_the_model_keeps_its_documented_auc_and_beats_the_baseline() -> None:
     # Calibrated within a few points on average over the deciles.
     gap = sum(abs(d.predicted - d.observed) for d in report.deciles) / len(report.deciles)
     assert gap < 0.03
+
+
+def test_kpi_churn_eval_prints_the_tables_and_refuses_periods_that_do_not_fit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["churn-eval", "--customers", "150", "--days", "45", "--train-days", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "| churn-risk model | 0." in out
+    assert "| baseline: days since the last purchase | 0." in out
+    assert len([line for line in out.splitlines() if re.match(r"^\| \d+ \| 0\.", line)]) == 10
+    assert main(["churn-eval", "--days", "40", "--train-days", "20"]) == 2
+    assert "must leave 30 days" in capsys.readouterr().err

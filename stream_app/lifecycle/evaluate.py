@@ -18,7 +18,6 @@ never imports it (tests/test_layering.py).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,8 +34,6 @@ from stream_app.lifecycle.risk import HORIZON_US, ChurnRisk
 from stream_app.settings import Settings
 from stream_app.simulate.config import SimulationConfig
 from stream_app.simulate.model import generate
-
-logger = logging.getLogger(__name__)
 
 DECILES: Final = 10
 
@@ -242,8 +239,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     config = EvalConfig(
         seed=args.seed, customers=args.customers, days=args.days, train_days=args.train_days
     )
-    if config.train_days * DAY_US + HORIZON_US > config.days * DAY_US or config.customers < 1:
-        logger.error("--days must leave 30 days after --train-days, with at least 1 customer")
+    if config.train_days + HORIZON_US // DAY_US > config.days or config.customers < 1:
+        sys.stderr.write(
+            "kpi churn-eval: --days must leave 30 days after --train-days (the labels of the "
+            "last scores), and --customers must be at least 1\n"
+        )
         return 2
     report = evaluate(config)
     sys.stdout.write("\n".join(report.lines()) + "\n")
