@@ -166,11 +166,12 @@ class ChurnRisk:
             self._learn(example, label=False)
 
     def advance(self, watermark_us: int) -> int:
-        """Learn every example whose 30 days have passed by ``watermark_us`` as a negative;
-        returns how many."""
+        """Learn every example whose 30 days have passed as a negative: due before
+        ``watermark_us`` (a cancellation at the due instant itself may still come in the
+        same batch); returns how many."""
         learnt = 0
         due = self._due
-        while due and due[0][0] <= watermark_us:
+        while due and due[0][0] < watermark_us:
             _, customer_id, at_us = heapq.heappop(due)
             example = self._pending.get(customer_id)
             if example is None or example.at_us != at_us:
