@@ -8,21 +8,27 @@ import random
 import msgspec
 import pytest
 
-from stream_app.lifecycle.profile import DAY_US, FEATURES
+from stream_app.lifecycle.profile import DAY_US, Profile
 from stream_app.lifecycle.risk import HORIZON_US, RISK_FORMAT, ChurnRisk, RiskFormatError
 
 
-def features(nps: float) -> dict[str, float]:
-    values = dict.fromkeys(FEATURES, 0.0)
-    values["nps_last"] = values["nps_mean"] = nps
-    return values
+def profile(nps: int) -> Profile:
+    """An active customer whose one NPS answer was ``nps``."""
+    customer = Profile()
+    customer.signup(0)
+    customer.survey(0, "nps", nps)
+    return customer
+
+
+def features(nps: int) -> dict[str, float]:
+    return profile(nps).features(0)
 
 
 def test_an_example_is_a_positive_when_the_customer_cancels_within_30_days() -> None:
     risk = ChurnRisk()
-    assert risk.observe("a", 0, features(2))
-    assert not risk.observe("a", 5, features(2)), "one pending example per customer"
-    assert risk.observe("b", 0, features(9))
+    assert risk.observe("a", 0, profile(2))
+    assert not risk.observe("a", 5, profile(2)), "one pending example per customer"
+    assert risk.observe("b", 0, profile(9))
     risk.cancelled("a", HORIZON_US)  # on the 30th day: inside (t, t + 30 d]
     assert (risk.stats.positives, risk.stats.negatives, risk.pending) == (1, 0, 1)
     # Due at 30 days; settled once the watermark is past it (a cancellation at that very
@@ -31,14 +37,14 @@ def test_an_example_is_a_positive_when_the_customer_cancels_within_30_days() -> 
     assert risk.advance(HORIZON_US + 1) == 1
     assert (risk.stats.positives, risk.stats.negatives, risk.pending) == (1, 1, 0)
     # Settled: the customer can be observed again.
-    assert risk.observe("a", HORIZON_US + 1, features(2))
+    assert risk.observe("a", HORIZON_US + 1, profile(2))
 
 
 def test_a_cancellation_at_or_before_the_snapshot_or_after_30_days() -> None:
     risk = ChurnRisk()
-    risk.observe("late", 10 * DAY_US, features(5))
+    risk.observe("late", 10 * DAY_US, profile(5))
     risk.cancelled("late", 10 * DAY_US)  # not after the snapshot: no example
-    risk.observe("slow", 0, features(5))
+    risk.observe("slow", 0, profile(5))
     risk.cancelled("slow", HORIZON_US + 1)  # advance not called yet: its 30 days had passed
     assert (risk.stats.positives, risk.stats.negatives, risk.pending) == (0, 1, 0)
     risk.cancelled("nobody", 3)
@@ -47,8 +53,8 @@ def test_a_cancellation_at_or_before_the_snapshot_or_after_30_days() -> None:
 
 def test_forget_drops_the_pending_example_and_it_is_never_learnt() -> None:
     risk = ChurnRisk()
-    risk.observe("a", 0, features(1))
-    risk.observe("b", 0, features(1))
+    risk.observe("a", 0, profile(1))
+    risk.observe("b", 0, profile(1))
     assert risk.forget("a")
     assert not risk.forget("a")
     loaded = ChurnRisk.load(risk.dump())
@@ -59,7 +65,7 @@ def test_forget_drops_the_pending_example_and_it_is_never_learnt() -> None:
 
 def test_pending_examples_are_bounded() -> None:
     risk = ChurnRisk(max_pending=2)
-    assert [risk.observe(c, 0, features(5)) for c in "abc"] == [True, True, False]
+    assert [risk.observe(c, 0, profile(5)) for c in "abc"] == [True, True, False]
     assert risk.stats.dropped_full == 1
     with pytest.raises(ValueError, match="at least 1"):
         ChurnRisk(max_pending=0)
@@ -74,7 +80,7 @@ def run(risk: ChurnRisk, seed: int, days: int) -> None:
         for i in range(40):
             customer = f"c{day}-{i}"
             nps = rng.randrange(11)
-            risk.observe(customer, now, features(nps))
+            risk.observe(customer, now, profile(nps))
             if rng.random() < (0.6 if nps < 4 else 0.05):
                 risk.cancelled(customer, now + rng.randrange(1, HORIZON_US))
 

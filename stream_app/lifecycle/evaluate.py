@@ -173,7 +173,7 @@ def evaluate(config: EvalConfig) -> Report:
             risk.cancelled(customer, t)
             cancellations.setdefault(customer, []).append(t)
         if profile.active:
-            risk.observe(customer, t, profile.features(t))
+            risk.observe(customer, t, profile)
     scored = Scored()
     for at, customer, model_score, baseline in pending_scores:
         times = cancellations.get(customer, ())

@@ -98,6 +98,12 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         if self.purchase_us is None or t_us > self.purchase_us:
             self.purchase_us = t_us
         month = month_index(t_us)
+        if self.months and self.months[-1].month == month:
+            # The common case, a purchase in the newest month: nothing to drop or sort.
+            last = self.months[-1]
+            bucket = MonthBucket(month, last.purchases + 1, last.revenue_micros + amount_micros)
+            self.months = (*self.months[:-1], bucket)
+            return
         buckets = list(self.months)
         newest = max([month, *(b.month for b in buckets)])
         floor = newest - KEEP_MONTHS + 1

@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 from river import compose, linear_model, optim, preprocessing
 
-from stream_app.lifecycle.profile import DAY_US
+from stream_app.lifecycle.profile import DAY_US, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -140,14 +140,15 @@ class ChurnRisk:
         proba: dict[bool, float] = self._model.predict_proba_one(features)
         return float(proba.get(True, 0.0))
 
-    def observe(self, customer_id: str, now_us: int, features: dict[str, float]) -> bool:
+    def observe(self, customer_id: str, now_us: int, profile: Profile) -> bool:
         """Snapshot an active customer's features as an example, unless one is pending;
-        True when taken."""
+        True when taken (the features are computed only then)."""
         if customer_id in self._pending:
             return False
         if len(self._pending) >= self.max_pending:
             self.stats.dropped_full += 1
             return False
+        features = profile.features(now_us)
         values = [features[name] for name in MODEL_FEATURES]
         self._pending[customer_id] = _Pending(customer_id, now_us, values)
         heapq.heappush(self._due, (now_us + HORIZON_US, customer_id, now_us))
