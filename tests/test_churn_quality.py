@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.cli import main
-from stream_app.lifecycle.evaluate import DOCUMENTED, evaluate
+from stream_app.lifecycle.evaluate import DOCUMENTED, auc, deciles, evaluate
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 MARGIN = 0.02
@@ -40,3 +40,20 @@ def test_kpi_churn_eval_prints_the_tables_and_refuses_periods_that_do_not_fit(
     assert len([line for line in out.splitlines() if re.match(r"^\| \d+ \| 0\.", line)]) == 10
     assert main(["churn-eval", "--days", "40", "--train-days", "20"]) == 2
     assert "must leave 30 days" in capsys.readouterr().err
+
+
+def test_auc_and_deciles_on_small_tables() -> None:
+    labels = [False, False, True, True]
+    assert auc([0.1, 0.2, 0.3, 0.4], labels) == 1.0
+    assert auc([0.4, 0.3, 0.2, 0.1], labels) == 0.0
+    assert auc([0.5, 0.5, 0.5, 0.5], labels) == 0.5  # ties count half
+    assert auc([0.1, 0.3, 0.2, 0.4], labels) == 0.75
+    with pytest.raises(ValueError, match="positives and negatives"):
+        auc([0.1, 0.2], [True, True])
+    predicted = [i / 100 for i in range(100)]
+    observed = [i >= 90 for i in range(100)]
+    table = deciles(predicted[::-1], observed[::-1])
+    assert [d.count for d in table] == [10] * 10
+    assert [d.observed for d in table] == [0.0] * 9 + [1.0]
+    assert table[0].predicted == pytest.approx(0.045)
+    assert table[9].predicted == pytest.approx(0.945)
