@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 
@@ -9,7 +10,13 @@ import msgspec
 import pytest
 
 from stream_app.lifecycle.profile import DAY_US, Profile
-from stream_app.lifecycle.risk import HORIZON_US, RISK_FORMAT, ChurnRisk, RiskFormatError
+from stream_app.lifecycle.risk import (
+    HORIZON_US,
+    RISK_FORMAT,
+    RIVER_VERSION,
+    ChurnRisk,
+    RiskFormatError,
+)
 
 
 def profile(nps: int) -> Profile:
@@ -114,16 +121,23 @@ def test_dump_and_load_continue_the_same_model() -> None:
 
 def test_load_refuses_unknown_formats_and_foreign_pickles() -> None:
     dumped = msgspec.msgpack.decode(ChurnRisk().dump())
-    dumped[0] = RISK_FORMAT + 1
+    future = [RISK_FORMAT + 1, *dumped[1:]]
     with pytest.raises(RiskFormatError, match="format 2 is unknown"):
-        ChurnRisk.load(msgspec.msgpack.encode(dumped))
-    for bad in [b"", b"\x93\x01", msgspec.msgpack.encode([RISK_FORMAT, b"x", [], [0, 0, 0]])]:
+        ChurnRisk.load(msgspec.msgpack.encode(future))
+    other_river = [RISK_FORMAT, "0.1.0", *dumped[2:]]
+    with pytest.raises(RiskFormatError, match=r"saved by river 0\.1\.0"):
+        ChurnRisk.load(msgspec.msgpack.encode(other_river))
+
+    def dump_of(model: bytes) -> bytes:
+        return msgspec.msgpack.encode([RISK_FORMAT, RIVER_VERSION, model, [], [0, 0, 0]])
+
+    for bad in [b"", b"\x93\x01", dump_of(b"x"), dump_of(b"\x80\x05K\x01")]:
         with pytest.raises(RiskFormatError):
             ChurnRisk.load(bad)
     # A pickle naming anything but river's classes is refused before it runs.
-    evil = pickle.dumps(print)
     with pytest.raises(RiskFormatError, match=r"may not load builtins\.print"):
-        ChurnRisk.load(msgspec.msgpack.encode([RISK_FORMAT, evil, [], [0, 0, 0]]))
-    not_a_model = pickle.dumps({"a": 1.0})
+        ChurnRisk.load(dump_of(pickle.dumps(print)))
+    with pytest.raises(RiskFormatError, match=r"may not load posix\.system"):
+        ChurnRisk.load(dump_of(pickle.dumps(os.system)))
     with pytest.raises(RiskFormatError, match="not the expected model"):
-        ChurnRisk.load(msgspec.msgpack.encode([RISK_FORMAT, not_a_model, [], [0, 0, 0]]))
+        ChurnRisk.load(dump_of(pickle.dumps({"a": 1.0})))

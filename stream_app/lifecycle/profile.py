@@ -17,6 +17,7 @@ purchase, which is every ``now`` the processor asks about.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -227,9 +228,17 @@ def decode_profile(data: bytes) -> Profile:
             "from the input topics"
         )
     try:
-        return _PROFILE.decode(_ENVELOPE.decode(data).profile)
+        profile = _PROFILE.decode(_ENVELOPE.decode(data).profile)
     except msgspec.DecodeError as exc:
         raise ProfileFormatError(f"customer profile format {PROFILE_FORMAT}: {exc}") from None
+    months = [b.month for b in profile.months]
+    # Updates rely on the buckets being few, distinct and in order.
+    if len(months) > KEEP_MONTHS or any(a >= b for a, b in pairwise(months)):
+        raise ProfileFormatError(
+            f"customer profile format {PROFILE_FORMAT}: monthly buckets out of order or more "
+            f"than {KEEP_MONTHS}"
+        )
+    return profile
 
 
 # The model's feature names, in the order ``features`` gives them (pending examples store

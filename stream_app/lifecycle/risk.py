@@ -23,6 +23,7 @@ import io
 import logging
 import pickle
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, Final
 
 import msgspec
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 # Bump when the dumped shape changes; load refuses versions it does not know.
 RISK_FORMAT: Final = 1
 HORIZON_US: Final = 30 * DAY_US
+RIVER_VERSION: Final = version("river")
 DEFAULT_MAX_PENDING: Final = 1_000_000
 # What the model reads of the profile's features, and its SGD step: the best with
 # ``kpi churn-eval`` on seeds 11 and 12 (docs/metrics.md, churn risk). Adding CSAT, recency
@@ -81,6 +83,7 @@ class _Head(msgspec.Struct, array_like=True):
 
 class _Dump(msgspec.Struct, array_like=True):
     format: int
+    river: str  # the version that pickled the model: another may not read it the same
     model: bytes
     pending: list[_Pending]
     stats: list[int]
@@ -210,6 +213,7 @@ class ChurnRisk:
         return msgspec.msgpack.encode(
             _Dump(
                 RISK_FORMAT,
+                RIVER_VERSION,
                 pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL),
                 sorted(self._pending.values(), key=lambda p: (p.at_us, p.customer_id)),
                 [stats.positives, stats.negatives, stats.dropped_full],
@@ -232,9 +236,18 @@ class ChurnRisk:
             )
         try:
             dumped = msgspec.msgpack.decode(data, type=_Dump)
-            model = _RiverUnpickler(io.BytesIO(dumped.model)).load()
-        except (msgspec.DecodeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        except (msgspec.DecodeError, ValueError) as exc:
             raise RiskFormatError(f"churn model format {RISK_FORMAT}: {exc}") from None
+        if dumped.river != RIVER_VERSION:
+            raise RiskFormatError(
+                f"the churn model was saved by river {dumped.river}, this worker has river "
+                f"{RIVER_VERSION}; install river {dumped.river}, or drop the model's "
+                "changelog record so that it learns afresh"
+            )
+        try:
+            model = _RiverUnpickler(io.BytesIO(dumped.model)).load()
+        except Exception as exc:  # whatever a damaged pickle raises, it is a refusal
+            raise RiskFormatError(f"churn model format {RISK_FORMAT}: {exc!r}") from None
         if not isinstance(model, compose.Pipeline) or len(dumped.stats) != 3:
             raise RiskFormatError(f"churn model format {RISK_FORMAT}: not the expected model")
         loaded = cls(max_pending)
