@@ -23,6 +23,9 @@ from stream_app.redis_keys import at_risk_key
 # default, lowest, highest (the worker keeps 1,000 per segment by default)
 AT_RISK_LIMIT: Final = (20, 1, 1000)
 RECORD: Final = "at_risk"
+# A churn risk is a probability: what the response allows and the read asks Redis for.
+RISK_LOW: Final = 0.0
+RISK_HIGH: Final = 1.0
 
 
 class AtRiskCustomer(BaseModel):
@@ -33,7 +36,11 @@ class AtRiskCustomer(BaseModel):
     customer_id: Annotated[str, Field(min_length=1, max_length=128)]
     risk: Annotated[
         float,
-        Field(ge=0, le=1, description="Probability of cancelling within 30 days of event time"),
+        Field(
+            ge=RISK_LOW,
+            le=RISK_HIGH,
+            description="Probability of cancelling within 30 days of event time",
+        ),
     ]
 
 
@@ -57,7 +64,9 @@ async def read_at_risk(
     """
     key = at_risk_key(segment)
     try:
-        entries = await redis.zrevrangebyscore(key, 1, 0, start=0, num=limit, withscores=True)
+        entries = await redis.zrevrangebyscore(
+            key, RISK_HIGH, RISK_LOW, start=0, num=limit, withscores=True
+        )
     except ResponseError:  # WRONGTYPE: not a sorted set
         malformed.skipped(RECORD, key)
         entries = []
@@ -82,7 +91,9 @@ def _customer(member: Any, score: Any) -> AtRiskCustomer | None:
         return None
     if not is_identifier(customer_id):
         return None
-    if not isinstance(score, float) or not math.isfinite(score) or not 0 <= score <= 1:
+    if not isinstance(score, float) or not math.isfinite(score):
+        return None
+    if not RISK_LOW <= score <= RISK_HIGH:
         return None
     return AtRiskCustomer(customer_id=customer_id, risk=score)
 
