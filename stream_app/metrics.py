@@ -200,7 +200,7 @@ class MalformedReads:
     its data is untrusted: one bad record is skipped, never fatal to a response or the hub.
     """
 
-    RECORDS = ("field", "snapshot", "history", "alert", "message", "key", "cohort")
+    RECORDS = ("field", "snapshot", "history", "alert", "message", "key", "cohort", "at_risk")
 
     def __init__(
         self,
@@ -213,7 +213,8 @@ class MalformedReads:
             "kpi_dashboard_malformed_total",
             "Records read from Redis and left out as not what the contract says, by kind: "
             "field (of a snapshot), snapshot, history (entry), alert, message (live), key, "
-            "cohort (a field of a cohort hash).",
+            "cohort (a field of a cohort hash), "
+            "at_risk (entry of an at-risk set).",
             ["record"],
             registry=registry if registry is not None else CollectorRegistry(),
         )

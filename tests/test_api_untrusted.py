@@ -218,4 +218,5 @@ async def test_keys_and_fields_that_do_not_fit_the_snapshot_model_are_left_out(
         "message": 0,
         "key": 3,
         "cohort": 0,
+        "at_risk": 0,
     }

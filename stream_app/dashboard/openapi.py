@@ -15,7 +15,7 @@ from schemas import Alert, CampaignSnapshot, SegmentSnapshot
 from schemas.cohort import GRAINS, Cohort, CohortUpdate
 from stream_app.settings import Settings
 
-from . import params
+from . import atrisk, params
 from .openapi_parts import BENCHMARK_SCHEMAS, REF
 from .openapi_parts import ref as _ref
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT
@@ -52,6 +52,7 @@ def build(settings: Settings) -> dict[str, Any]:
             (Alert, "serialization"),
             (Cohort, "serialization"),
             (CohortUpdate, "serialization"),
+            (atrisk.AtRiskList, "serialization"),
         ],
         ref_template=REF,
     )
@@ -289,6 +290,7 @@ def build(settings: Settings) -> dict[str, Any]:
             ),
             _param("segment", "Cohort segment (default: all)", segment),
         ),
+        f"{API}/at-risk": atrisk.openapi_path(segment, _ERRORS),
         f"{API}/benchmarks": get(
             "The benchmark profile",
             "The profile of KPI_BENCHMARK_PROFILE: `name`, `title` and its `bands`, each with "

@@ -33,7 +33,7 @@ def to_us(moment: datetime) -> int:
     return _to_us(moment)
 
 
-def _month_index(t_us: int) -> int:
+def month_index(t_us: int) -> int:
     """Months since January 1970 of the month holding ``t_us``."""
     moment = to_datetime(t_us)
     return (moment.year - 1970) * 12 + moment.month - 1
@@ -48,14 +48,14 @@ def cohort_start(t_us: int, grain: Grain) -> int:
     """Start of the week (Monday 00:00 UTC) or calendar month holding ``t_us``."""
     if grain == "week":
         return (t_us - _MONDAY_OFFSET_US) // WEEK_US * WEEK_US + _MONDAY_OFFSET_US
-    return _month_start(_month_index(t_us))
+    return _month_start(month_index(t_us))
 
 
 def period_end(start_us: int, k: int, grain: Grain) -> int:
     """End (exclusive) of period ``k`` of the cohort starting at ``start_us``."""
     if grain == "week":
         return start_us + (k + 1) * WEEK_US
-    return _month_start(_month_index(start_us) + k + 1)
+    return _month_start(month_index(start_us) + k + 1)
 
 
 def period_of(start_us: int, t_us: int, grain: Grain) -> int:
@@ -64,7 +64,7 @@ def period_of(start_us: int, t_us: int, grain: Grain) -> int:
         return 0
     if grain == "week":
         return (t_us - start_us) // WEEK_US
-    return _month_index(t_us) - _month_index(start_us)
+    return month_index(t_us) - month_index(start_us)
 
 
 def published_periods(start_us: int, watermark_us: int, grain: Grain) -> int:
@@ -77,5 +77,5 @@ def newest_cohort_starts(watermark_us: int, grain: Grain) -> list[int]:
     newest = cohort_start(watermark_us, grain)
     if grain == "week":
         return [newest - i * WEEK_US for i in range(COHORT_DEPTH[grain])]
-    index = _month_index(newest)
+    index = month_index(newest)
     return [_month_start(index - i) for i in range(COHORT_DEPTH[grain])]
