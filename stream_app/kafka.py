@@ -96,6 +96,7 @@ def public_topics(settings: Settings) -> list[str]:
         settings.dead_letter_topic,
         settings.kpi_updates_topic,
         settings.kpi_alerts_topic,
+        settings.lifecycle_topic,
     ]
 
 

@@ -32,6 +32,7 @@ from stream_app.customers import intake
 from stream_app.customers.changelog import CHECKPOINT_HEADER, checkpoint_records
 from stream_app.customers.checkpoints import MAX_BATCH_RECORDS, CheckpointPolicy
 from stream_app.customers.deadletters import DeadLetterLedger
+from stream_app.customers.lifecycle_io import send_changes, sent_lifecycle_changes
 from stream_app.customers.partition import (
     Checkpoint,
     PartialUpdate,
@@ -119,6 +120,7 @@ class CustomerEngine(Service):
         self._lock = asyncio.Lock()
         self._prefetch = Prefetch()
         self._dead_letter_partitions = 1
+        self._lifecycle_partitions = 1
         self._memo = AssignmentMemo(settings)
         self.schedule = CheckpointPolicy(
             duration_ms(settings.checkpoint_interval) / 1000,
@@ -176,6 +178,10 @@ class CustomerEngine(Service):
         # reads to send none of them twice (customers/deadletters.py).
         dead_letter_partitions = await self.producer.partitions_for(settings.dead_letter_topic)
         self._dead_letter_partitions = max(1, len(dead_letter_partitions or ()))
+        if settings.lifecycle_enabled:
+            # The same for stage changes (customers/lifecycle_io.py).
+            lifecycle_partitions = await self.producer.partitions_for(settings.lifecycle_topic)
+            self._lifecycle_partitions = max(1, len(lifecycle_partitions or ()))
         # Read the partitions this worker owned last while the group join waits (seconds):
         # a restarted worker usually gets them back.
         last = self._memo.read()
@@ -293,6 +299,22 @@ class CustomerEngine(Service):
         dead = self._apply_batch(batch)
         if dead:
             await self._send_dead_letters(dead)
+        await self._send_lifecycle()
+
+    async def _send_lifecycle(self) -> None:
+        """Send the stage changes decided, acknowledged before any checkpoint follows."""
+        assert self.producer is not None
+        topic = self.ctx.settings.lifecycle_topic
+        for partition, state in self.states.items():
+            if state.lifecycle is not None and state.lifecycle.outbox:
+                await send_changes(
+                    self.producer,
+                    topic,
+                    self._lifecycle_partitions,
+                    partition,
+                    state.lifecycle_sent,
+                    state.lifecycle.take(),
+                )
 
     def _apply_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[DeadLetter]:
         """Offer a fetched batch and drain what is ready; returns the dead letters."""
@@ -656,6 +678,15 @@ class CustomerEngine(Service):
             records = reader.replay.records
         finally:
             await reader.close()
+        if state.lifecycle is not None:
+            state.lifecycle_sent.recovered(
+                *await sent_lifecycle_changes(
+                    self.ctx.settings,
+                    partition % self._lifecycle_partitions,
+                    partition,
+                    state.lifecycle_sent.recovered_mark,
+                )
+            )
         ledger = state.dead_letters
         ledger.recovered(
             *await sent_dead_letters(

@@ -22,6 +22,7 @@ from schemas.parse import unexpected_rejection
 from stream_app.clock import Clock
 from stream_app.customers.changelog import (
     CUSTOMER_PREFIX,
+    LIFECYCLE_PREFIX,
     PART_PREFIX,
     PARTIAL_PREFIX,
     customer_records,
@@ -55,6 +56,9 @@ from stream_app.kpis.windows import (
     fact_grain_us,
     fact_ranges,
 )
+from stream_app.lifecycle.ledger import ChangeLedger
+from stream_app.lifecycle.stages import Rules
+from stream_app.lifecycle.tracker import StageBook
 from stream_app.settings import Settings, duration_ms, format_duration
 
 logger = logging.getLogger(__name__)
@@ -147,6 +151,8 @@ class Checkpoint:
     watermark_us: int | None
     # Where a next owner looks for dead letters already sent (``DeadLetterLedger.mark``).
     dead_letter_mark: int | None = None
+    # ...and for lifecycle messages already sent (``ChangeLedger.mark``).
+    lifecycle_mark: int | None = None
 
 
 def watermark_tick(
@@ -192,6 +198,11 @@ class PartitionState:
         self.watermark_us: int | None = None
         self.offsets: dict[str, int] = {}
         self.dead_letters = DeadLetterLedger()
+        # Lifecycle stages (contract section 7), unless KPI_LIFECYCLE_ENABLED is false.
+        self.lifecycle = (
+            StageBook(Rules.from_settings(settings)) if settings.lifecycle_enabled else None
+        )
+        self.lifecycle_sent = ChangeLedger()
         self._dirty_customers: set[str] = set()
         self._dirty_entries: set[tuple[str, str, int]] = set()
         self._sweep: Iterator[str] = iter(())
@@ -379,13 +390,18 @@ class PartitionState:
                 result.accepted[_RANK_TYPES[rank]] = count
 
         facts = Facts()
+        stages = self.lifecycle
         for customer, events in pending.items():
             record = customers.get(customer)
             if record is None:
                 record = customers[customer] = CustomerRecord.new()
             record.apply(events, self.attribution_us, facts, self._grain_us)
             self._dirty_customers.add(customer)
+            if stages is not None:
+                stages.observe(customer, events)  # sorted by ``apply``
         self._apply_facts(facts)
+        if stages is not None and watermark is not None:
+            stages.advance(watermark)
         return result
 
     def ingest(self, messages: Iterable[RawMessage]) -> IngestResult:
@@ -522,6 +538,11 @@ class PartitionState:
             changelog.extend(customer_records(customer, self.customers[customer]))
         changelog.extend((key, None) for key in sorted(self._stray_parts))
         self._stray_parts.clear()
+        if self.lifecycle is not None:
+            changelog.extend(
+                (LIFECYCLE_PREFIX + customer.encode(), value)
+                for customer, value in self.lifecycle.changed_records()
+            )
         by_segment: dict[str, list[tuple[str, int, list[int] | None]]] = {}
         for spec_name, segment, k in sorted(self._dirty_entries):
             vector = self.partials[(spec_name, segment)].diffs.get(k)
@@ -541,7 +562,15 @@ class PartitionState:
         self._dirty_entries.clear()
         self.offsets = self.committed_offsets()
         mark = self.dead_letters.mark(self.offsets)
-        return Checkpoint(changelog, updates, dict(self.offsets), self.watermark_us, mark)
+        horizon = None if self.watermark_us is None else self.watermark_us - self.lateness_us
+        return Checkpoint(
+            changelog,
+            updates,
+            dict(self.offsets),
+            self.watermark_us,
+            mark,
+            self.lifecycle_sent.mark(horizon),
+        )
 
     def full_updates(self) -> list[PartialUpdate]:
         """Every entry of every segment: what the segment stage needs to resynchronise."""
@@ -606,6 +635,9 @@ class PartitionState:
                 parts.pop(index, None)
             else:
                 parts[index] = orjson.loads(value)["ev"]
+        elif key.startswith(LIFECYCLE_PREFIX):
+            if self.lifecycle is not None:
+                self.lifecycle.load(key[len(LIFECYCLE_PREFIX) :].decode(), value)
         elif key.startswith(PARTIAL_PREFIX):
             spec_name, segment, k = parse_partial_key(key)
             array = self.partials.setdefault((spec_name, segment), DiffArray())
@@ -621,6 +653,8 @@ class PartitionState:
         self.watermark_us = marker.get("wm")
         mark = marker.get("dl")
         self.dead_letters.recovered_mark = mark if type(mark) is int and mark >= 0 else None
+        mark = marker.get("lc")
+        self.lifecycle_sent.recovered_mark = mark if type(mark) is int and mark >= 0 else None
 
     def mark_dirty(self, key: bytes) -> None:
         """Rewrite this key at the next checkpoint (it had a torn, uncommitted write)."""
@@ -640,6 +674,8 @@ class PartitionState:
             spec_name, segment, k = parse_partial_key(key)
             self.partials.setdefault((spec_name, segment), DiffArray())
             self._dirty_entries.add((spec_name, segment, k))
+        elif key.startswith(LIFECYCLE_PREFIX) and self.lifecycle is not None:
+            self.lifecycle.dirty.add(key[len(LIFECYCLE_PREFIX) :].decode())
 
     def finish_recovery(self) -> None:
         # Only customers with part records can have parts: the others stay encoded.
@@ -656,3 +692,5 @@ class PartitionState:
         self._loaded_parts.clear()
         for array in self.partials.values():
             array.take_dirty()
+        if self.lifecycle is not None:
+            self.lifecycle.finish_recovery()

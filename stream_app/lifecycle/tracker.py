@@ -1,0 +1,211 @@
+"""The lifecycle stages of one partition's customers, and the changes they go through. Pure.
+
+Each customer has a profile (``profile.py``), a current stage and the instant its stage
+would next change with no event (``stages.next_change``). A heap keyed by that instant lets
+the partition move every customer whose instant the watermark passed, without looking at
+the others. Changes are decided in event-time order per customer: before an event at ``t``
+the customer's own timers up to ``t`` fire, then the event updates the profile and the
+stage is read at ``t``. So a change's ``(customer, from, to, at)`` is a function of the
+events alone (for events that arrive within their customer's order), which is what lets a
+new owner recognise the changes a crashed one already sent (``ChangeLedger``).
+
+A late event (older than the customer's newest) updates the profile (its updates do not
+depend on order) and the stage is read at the customer's newest time: stages already
+announced are not revised.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from schemas.lifecycle import Stage
+from stream_app.customers.timeline import CANCELLATION, PURCHASE, SIGNUP, SURVEY
+from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
+from stream_app.lifecycle.stages import Rules, classify, next_change
+
+# Bump when ``StoredStage``'s shape changes; ``decode_state`` refuses versions it does not know.
+STAGE_FORMAT: Final = 1
+
+
+class StageFormatError(ValueError):
+    """Stored lifecycle state this version cannot read."""
+
+
+class StoredStage(msgspec.Struct, array_like=True):
+    """A customer's lifecycle state as persisted: ``[format, profile, stage, since, newest]``."""
+
+    format: int
+    profile: bytes
+    stage: str | None
+    since_us: int | None
+    newest_us: int | None
+
+
+@dataclass(slots=True)
+class CustomerStage:
+    """One customer's lifecycle: profile, stage since when, newest event time, next change."""
+
+    profile: Profile
+    stage: Stage | None = None
+    since_us: int | None = None
+    newest_us: int | None = None
+    due_us: int | None = None
+
+    def encode(self) -> bytes:
+        stored = StoredStage(
+            STAGE_FORMAT,
+            encode_profile(self.profile),
+            None if self.stage is None else self.stage.value,
+            self.since_us,
+            self.newest_us,
+        )
+        return _ENCODER.encode(stored)
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(StoredStage)
+
+
+def decode_state(data: bytes, rules: Rules) -> CustomerStage:
+    """``CustomerStage.encode``'s bytes back; StageFormatError for anything else."""
+    try:
+        stored = _DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise StageFormatError(f"not a stored lifecycle state: {exc}") from None
+    if stored.format != STAGE_FORMAT:
+        raise StageFormatError(
+            f"lifecycle state format {stored.format} is unknown to this version (it reads "
+            f"format {STAGE_FORMAT}); upgrade the worker or rebuild the state from the input"
+        )
+    try:
+        stage = None if stored.stage is None else Stage(stored.stage)
+    except ValueError:
+        raise StageFormatError(f"unknown lifecycle stage {stored.stage!r}") from None
+    state = CustomerStage(decode_profile(stored.profile), stage, stored.since_us, stored.newest_us)
+    if state.since_us is not None:
+        state.due_us = next_change(state.profile, state.since_us, rules)
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One stage change, before it becomes a ``schemas.lifecycle.LifecycleChange``."""
+
+    customer_id: str
+    from_stage: Stage | None
+    to: Stage
+    at_us: int
+    reason: str
+
+    @property
+    def identity(self) -> tuple[str, str, str, int]:
+        """What a re-decided change has in common with the one sent before a crash."""
+        return (self.customer_id, self.from_stage or "", self.to.value, self.at_us)
+
+
+@dataclass
+class StageBook:
+    """The lifecycle of every customer of one partition."""
+
+    rules: Rules
+    customers: dict[str, CustomerStage] = field(default_factory=dict)
+    # (due, customer); an entry is stale when the customer's due time moved since.
+    _heap: list[tuple[int, str]] = field(default_factory=list)
+    dirty: set[str] = field(default_factory=set)
+    # Changes decided since the runtime last took them (``take``).
+    outbox: list[Change] = field(default_factory=list)
+
+    def observe(self, customer: str, events: list[list[Any]]) -> None:
+        """Apply a customer's new events (stored form, sorted) and decide its changes."""
+        state = self.customers.get(customer)
+        if state is None:
+            state = self.customers[customer] = CustomerStage(Profile())
+        before = state.due_us
+        profile = state.profile
+        for event in events:
+            t, rank = event[0], event[1]
+            if state.newest_us is not None and t < state.newest_us:
+                t = state.newest_us  # late: read at the newest time, history is not revised
+            else:
+                self._fire(customer, state, t, inclusive=False)
+            if rank == PURCHASE:
+                profile.purchase(event[0], event[3])
+            elif rank == SIGNUP:
+                profile.signup(event[0])
+            elif rank == CANCELLATION:
+                profile.cancellation(event[0])
+            elif rank == SURVEY:
+                profile.survey(event[0], "nps" if event[3] == "n" else "csat", event[4])
+            state.newest_us = t
+            self._decide(customer, state, t)
+        if state.due_us is not None and state.due_us != before:
+            heapq.heappush(self._heap, (state.due_us, customer))
+            if len(self._heap) > 2 * len(self.customers) + 1024:
+                self._rebuild_heap()  # stale entries would otherwise wait for their time
+        self.dirty.add(customer)
+
+    def advance(self, watermark_us: int) -> None:
+        """Move every customer whose next change is at or before ``watermark_us``."""
+        heap = self._heap
+        while heap and heap[0][0] <= watermark_us:
+            due, customer = heapq.heappop(heap)
+            state = self.customers.get(customer)
+            if state is None or state.due_us != due:
+                continue  # stale: the customer moved on, or was forgotten
+            self._fire(customer, state, watermark_us, inclusive=True)
+            self.dirty.add(customer)
+            if state.due_us is not None:
+                heapq.heappush(heap, (state.due_us, customer))
+
+    def _fire(self, customer: str, state: CustomerStage, until_us: int, inclusive: bool) -> None:
+        """Apply the customer's timed changes due before (or at) ``until_us``."""
+        while state.due_us is not None and (
+            state.due_us <= until_us if inclusive else state.due_us < until_us
+        ):
+            at = state.due_us
+            state.newest_us = max(at, state.newest_us or at)
+            self._decide(customer, state, at)
+
+    def _decide(self, customer: str, state: CustomerStage, at_us: int) -> None:
+        stage, reason = classify(state.profile, at_us, self.rules)
+        if stage != state.stage:
+            self.outbox.append(Change(customer, state.stage, stage, at_us, reason))
+            state.stage = stage
+        state.since_us = at_us
+        state.due_us = next_change(state.profile, at_us, self.rules)
+
+    def take(self) -> list[Change]:
+        changes, self.outbox = self.outbox, []
+        return changes
+
+    def forget(self, customer: str) -> bool:
+        """Drop a customer (``kpi forget``); True if it was known. Its heap entry goes stale."""
+        self.dirty.discard(customer)
+        self.outbox = [change for change in self.outbox if change.customer_id != customer]
+        return self.customers.pop(customer, None) is not None
+
+    # -- persistence -----------------------------------------------------------------
+
+    def changed_records(self) -> list[tuple[str, bytes]]:
+        """Every customer changed since the last call, encoded (``CustomerStage.encode``)."""
+        records = [(c, self.customers[c].encode()) for c in self.dirty if c in self.customers]
+        self.dirty.clear()
+        return records
+
+    def load(self, customer: str, value: bytes | None) -> None:
+        """One recovered record (None: a tombstone)."""
+        if value is None:
+            self.customers.pop(customer, None)
+        else:
+            self.customers[customer] = decode_state(value, self.rules)
+
+    def finish_recovery(self) -> None:
+        self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [(s.due_us, c) for c, s in self.customers.items() if s.due_us is not None]
+        heapq.heapify(self._heap)
