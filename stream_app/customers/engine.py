@@ -679,14 +679,20 @@ class CustomerEngine(Service):
         finally:
             await reader.close()
         if state.lifecycle is not None:
-            state.lifecycle_sent.recovered(
-                *await sent_lifecycle_changes(
-                    self.ctx.settings,
-                    partition % self._lifecycle_partitions,
-                    partition,
-                    state.lifecycle_sent.recovered_mark,
-                )
+            found, end = await sent_lifecycle_changes(
+                self.ctx.settings,
+                partition % self._lifecycle_partitions,
+                partition,
+                state.lifecycle_sent.recovered_mark,
             )
+            state.lifecycle_sent.recovered(found, end)
+            if found:
+                logger.info(
+                    "partition %d: %d lifecycle messages sent past the last checkpoint will "
+                    "not be sent again",
+                    partition,
+                    len(found),
+                )
         ledger = state.dead_letters
         ledger.recovered(
             *await sent_dead_letters(

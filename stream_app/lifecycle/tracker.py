@@ -104,7 +104,8 @@ class Change:
     @property
     def identity(self) -> tuple[str, str, str, int]:
         """What a re-decided change has in common with the one sent before a crash."""
-        return (self.customer_id, self.from_stage or "", self.to.value, self.at_us)
+        before = "" if self.from_stage is None else self.from_stage.value
+        return (self.customer_id, before, self.to.value, self.at_us)
 
 
 @dataclass
