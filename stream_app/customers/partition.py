@@ -7,7 +7,7 @@ runtime (``engine.py``) feeds it raw messages and persists what ``checkpoint`` r
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +57,7 @@ from stream_app.kpis.windows import (
     fact_ranges,
 )
 from stream_app.lifecycle.ledger import ChangeLedger
+from stream_app.lifecycle.segments import as_lifecycle
 from stream_app.lifecycle.stages import Rules
 from stream_app.lifecycle.tracker import StageBook
 from stream_app.settings import Settings, duration_ms, format_duration
@@ -391,14 +392,26 @@ class PartitionState:
 
         facts = Facts()
         stages = self.lifecycle
+        stage_facts = Facts()
         for customer, events in pending.items():
             record = customers.get(customer)
             if record is None:
                 record = customers[customer] = CustomerRecord.new()
+            if stages is not None:
+                stages.segment_facts(
+                    customer,
+                    record.events,
+                    events,
+                    self.attribution_us,
+                    stage_facts,
+                    self._grain_us,
+                )
             record.apply(events, self.attribution_us, facts, self._grain_us)
             self._dirty_customers.add(customer)
             if stages is not None:
                 stages.observe(customer, events)  # sorted by ``apply``
+        if stages is not None:
+            as_lifecycle(stage_facts, facts)
         self._apply_facts(facts)
         if stages is not None and watermark is not None:
             stages.advance(watermark)
@@ -596,10 +609,10 @@ class PartitionState:
             # ``prune`` does nothing unless the first event is due; most are recent.
             events = dirty.events
             if events and events[0][0] < keep_from:
-                dirty.prune(keep_from, self.attribution_us, slack_us)
+                self._prune(customer, dirty, keep_from, slack_us)
         for customer in self._sweep_batch():
             record = self.customers.get(customer)
-            if record is not None and record.prune(keep_from, self.attribution_us, slack_us):
+            if record is not None and self._prune(customer, record, keep_from, slack_us):
                 self._dirty_customers.add(customer)
         # No event older than watermark - lateness is accepted any more, and a fact moves no
         # window entry before its event (or, for conversions, the click it converts).
@@ -610,6 +623,16 @@ class PartitionState:
                 if spec_name == spec.name:
                     for k in array.compact(below):
                         self._dirty_entries.add((spec_name, segment, k))
+
+    def _prune(self, customer: str, record: CustomerRecord, keep_from: int, slack_us: int) -> bool:
+        """``record.prune``, and the lifecycle pass's base follows it."""
+        events = record.events
+        dropped = events[: bisect_left(events, [keep_from])] if self.lifecycle is not None else []
+        if not record.prune(keep_from, self.attribution_us, slack_us):
+            return False
+        if self.lifecycle is not None:
+            self.lifecycle.pruned(customer, dropped, self.attribution_us)
+        return True
 
     def _sweep_batch(self) -> list[str]:
         """The next customers of a round-robin walk, so idle customers expire too."""

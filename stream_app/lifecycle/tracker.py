@@ -17,14 +17,16 @@ announced are not revised.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
 from schemas.lifecycle import Stage
-from stream_app.customers.timeline import CANCELLATION, PURCHASE, SIGNUP, SURVEY
+from stream_app.customers.timeline import CANCELLATION, PURCHASE, SIGNUP, SURVEY, Facts, StoredEvent
 from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
+from stream_app.lifecycle.segments import Position, advance, tail
 from stream_app.lifecycle.stages import Rules, classify, next_change
 
 # Bump when ``StoredStage``'s shape changes; ``decode_state`` refuses versions it does not know.
@@ -36,13 +38,29 @@ class StageFormatError(ValueError):
 
 
 class StoredStage(msgspec.Struct, array_like=True):
-    """A customer's lifecycle state as persisted: ``[format, profile, stage, since, newest]``."""
+    """A customer's lifecycle state as persisted: the live stage (``profile`` to
+    ``newest_us``), then the segment pass's positions before and after the retained events
+    (fold state, profile, stage, time each; ``segments.Position``)."""
 
     format: int
     profile: bytes
     stage: str | None
     since_us: int | None
     newest_us: int | None
+    base: tuple[list[Any], bytes, str | None, int | None]
+    end: tuple[list[Any], bytes, str | None, int | None]
+
+
+def _stored_position(position: Position) -> tuple[list[Any], bytes, str | None, int | None]:
+    stage = None if position.stage is None else position.stage.value
+    return (position.state, encode_profile(position.profile), stage, position.time_us)
+
+
+def _position(stored: tuple[list[Any], bytes, str | None, int | None]) -> Position:
+    state, profile, stage, time_us = stored
+    return Position(
+        state, decode_profile(profile), None if stage is None else Stage(stage), time_us
+    )
 
 
 @dataclass(slots=True)
@@ -54,6 +72,9 @@ class CustomerStage:
     since_us: int | None = None
     newest_us: int | None = None
     due_us: int | None = None
+    # The segment pass before the retained events (after the pruned ones) and after them all.
+    base: Position = field(default_factory=Position.start)
+    end: Position = field(default_factory=Position.start)
 
     def encode(self) -> bytes:
         stored = StoredStage(
@@ -62,6 +83,8 @@ class CustomerStage:
             None if self.stage is None else self.stage.value,
             self.since_us,
             self.newest_us,
+            _stored_position(self.base),
+            _stored_position(self.end),
         )
         return _ENCODER.encode(stored)
 
@@ -83,9 +106,12 @@ def decode_state(data: bytes, rules: Rules) -> CustomerStage:
         )
     try:
         stage = None if stored.stage is None else Stage(stored.stage)
+        base, end = _position(stored.base), _position(stored.end)
     except ValueError:
-        raise StageFormatError(f"unknown lifecycle stage {stored.stage!r}") from None
-    state = CustomerStage(decode_profile(stored.profile), stage, stored.since_us, stored.newest_us)
+        raise StageFormatError(f"unknown lifecycle stage in {stored!r:.200}") from None
+    state = CustomerStage(
+        decode_profile(stored.profile), stage, stored.since_us, stored.newest_us, None, base, end
+    )
     if state.since_us is not None:
         state.due_us = next_change(state.profile, state.since_us, rules)
     return state
@@ -178,6 +204,43 @@ class StageBook:
             state.stage = stage
         state.since_us = at_us
         state.due_us = next_change(state.profile, at_us, self.rules)
+
+    # -- lifecycle segments (segments.py) ---------------------------------------------
+
+    def segment_facts(
+        self,
+        customer: str,
+        retained: list[StoredEvent],
+        new_events: list[StoredEvent],
+        attribution_us: int,
+        facts: Facts,
+        grain_us: int,
+    ) -> None:
+        """Add the change of the customer's lifecycle-pass facts to ``facts`` (``region:<stage>``
+        keys; ``segments.as_lifecycle`` renames them), before the events join ``retained``."""
+        state = self.customers.get(customer)
+        if state is None:
+            state = self.customers[customer] = CustomerStage(Profile())
+        events = sorted(new_events)
+        rules = self.rules
+        if not retained or retained[-1] < events[0]:
+            tail(state.end, rules, facts, -1, grain_us)
+            state.end = advance(state.end, events, rules, attribution_us, facts, 1, grain_us)
+        else:
+            pos = bisect_left(retained, events[0])
+            start = advance(state.base, retained[:pos], rules, attribution_us, None, 1, grain_us)
+            old = advance(start, retained[pos:], rules, attribution_us, facts, -1, grain_us)
+            tail(old, rules, facts, -1, grain_us)
+            suffix = sorted(retained[pos:] + events)
+            state.end = advance(start, suffix, rules, attribution_us, facts, 1, grain_us)
+        tail(state.end, rules, facts, 1, grain_us)
+
+    def pruned(self, customer: str, dropped: list[StoredEvent], attribution_us: int) -> None:
+        """The customer stage folded ``dropped`` into its base state: the pass's base follows."""
+        state = self.customers.get(customer)
+        if state is not None and dropped:
+            state.base = advance(state.base, dropped, self.rules, attribution_us, None, 1, 1)
+            self.dirty.add(customer)
 
     def take(self) -> list[Change]:
         changes, self.outbox = self.outbox, []
