@@ -32,6 +32,7 @@ from stream_app.customers import intake
 from stream_app.customers.changelog import CHECKPOINT_HEADER, checkpoint_records
 from stream_app.customers.checkpoints import MAX_BATCH_RECORDS, CheckpointPolicy
 from stream_app.customers.deadletters import DeadLetterLedger
+from stream_app.customers.forget import forget_request
 from stream_app.customers.lifecycle_io import send_changes, sent_lifecycle_changes
 from stream_app.customers.partition import (
     Checkpoint,
@@ -52,6 +53,7 @@ from stream_app.kafka import (
     aiokafka_options,
     changelog_topic,
     error_text,
+    forget_topic,
     input_topics,
     partials_topic,
 )
@@ -114,6 +116,9 @@ class CustomerEngine(Service):
         }
         self.changelog = changelog_topic(settings)
         self.partials = partials_topic(settings)
+        # ``kpi forget`` requests: consumed with the input, so each lands with the partition
+        # that owns the customer and its offset is committed by the same checkpoints.
+        self.forget_topic = forget_topic(settings)
         self.states: dict[int, PartitionState] = {}
         self.generation = secrets.token_hex(8)
         self._seq = 0
@@ -190,7 +195,7 @@ class CustomerEngine(Service):
             [PartitionState(p, settings, self.ctx.clock) for p in last],
             settings,
         )
-        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        self.consumer.subscribe([*self.topics, self.forget_topic], listener=_Rebalance(self))
         await self.consumer.start()
         logger.info("customer stage started (generation %s)", self.generation)
         missing = [
@@ -320,6 +325,9 @@ class CustomerEngine(Service):
         """Offer a fetched batch and drain what is ready; returns the dead letters."""
         by_partition: dict[int, list[tuple[EventType, list[Any]]]] = {}
         for tp, records in batch.items():
+            if tp.topic == self.forget_topic:
+                self._forget(tp.partition, records)
+                continue
             by_partition.setdefault(tp.partition, []).append((self.topics[tp.topic], records))
         metrics = self.ctx.metrics
         dead: list[DeadLetter] = []
@@ -346,6 +354,21 @@ class CustomerEngine(Service):
                 metrics.duplicates.inc(result.duplicates)
         self._pending_offsets.update(by_partition)
         return dead
+
+    def _forget(self, partition: int, records: list[Any]) -> None:
+        """Apply ``kpi forget`` requests to the partition's state (idempotent)."""
+        state = self.states.get(partition)
+        if state is None:
+            return  # revoked meanwhile: the next owner reads them
+        for record in records:
+            customer = forget_request(record.value)
+            if customer is None:
+                self._log.warning("forget", "unreadable forget request at offset %d", record.offset)
+                state.forget("", self.forget_topic, record.offset + 1)
+                continue
+            if state.forget(customer, self.forget_topic, record.offset + 1):
+                logger.info("forgot a customer of partition %d", partition)
+        self._pending_offsets.add(partition)
 
     def _lag(self) -> int:
         return sum(self.lags().values())
@@ -646,7 +669,7 @@ class CustomerEngine(Service):
                 self.states[partition] = state
                 self._assigned_at[partition] = time.monotonic()
             for partition, topics in sorted(by_partition.items()):
-                if topics != set(self.topics):
+                if topics - {self.forget_topic} != set(self.topics):
                     logger.error(
                         "partition %d is assigned for %s only: input topics must have the same "
                         "partition count", partition, sorted(topics)

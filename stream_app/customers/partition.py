@@ -28,6 +28,7 @@ from stream_app.customers.changelog import (
     customer_records,
     parse_part_key,
     parse_partial_key,
+    part_key,
     partial_key,
 )
 from stream_app.customers.deadletters import DeadLetterLedger
@@ -219,7 +220,8 @@ class PartitionState:
         self.heads: dict[str, int] = {}
         # Recovery only: events of big customers' part records, by customer and part index.
         self._loaded_parts: dict[str, dict[int, list[StoredEvent]]] = {}
-        self._stray_parts: set[bytes] = set()
+        # Keys to delete at the next checkpoint: torn part writes, forgotten customers.
+        self._tombstones: set[bytes] = set()
 
     # -- processing --------------------------------------------------------------------
 
@@ -425,6 +427,31 @@ class PartitionState:
         drained.duplicates += offered.duplicates
         return drained
 
+    def forget(self, customer: str, topic: str, next_offset: int) -> bool:
+        """Erase a customer (``kpi forget``): its record, lifecycle and buffered events; the
+        next checkpoint writes tombstones for every changelog key it had and commits
+        ``next_offset`` of the request ``topic``. True if the customer was known."""
+        self._fetched[topic] = max(next_offset, self._fetched.get(topic, 0))
+        record = self.customers.pop(customer, None)
+        known = record is not None
+        if self.lifecycle is not None:
+            known = self.lifecycle.forget(customer) or known
+        kept = [entry for entry in self._buffer if entry[2][0] != customer]
+        if len(kept) != len(self._buffer):
+            self._buffer[:] = kept
+            self._buffered_ids = {entry[2] for entry in kept}
+        self._dirty_customers.discard(customer)
+        if known:
+            parts = record.parts if record is not None else 0
+            self._tombstones.update(
+                (
+                    CUSTOMER_PREFIX + customer.encode(),
+                    LIFECYCLE_PREFIX + customer.encode(),
+                    *(part_key(index, customer) for index in range(1, parts + 1)),
+                )
+            )
+        return known
+
     def next_fetch(self, topic: str) -> int:
         """The offset of the next message of ``topic`` not yet offered."""
         return self._fetched.get(topic, self.offsets.get(topic, 0))
@@ -546,11 +573,13 @@ class PartitionState:
     def checkpoint(self) -> Checkpoint:
         """Expire old state, then hand out every changed record and entry since the last call."""
         self._expire()
-        changelog: list[tuple[bytes, bytes | None]] = []
+        # Tombstones first: a customer forgotten and back since then is written after them.
+        changelog: list[tuple[bytes, bytes | None]] = [
+            (key, None) for key in sorted(self._tombstones)
+        ]
+        self._tombstones.clear()
         for customer in self._dirty_customers:
             changelog.extend(customer_records(customer, self.customers[customer]))
-        changelog.extend((key, None) for key in sorted(self._stray_parts))
-        self._stray_parts.clear()
         if self.lifecycle is not None:
             changelog.extend(
                 (LIFECYCLE_PREFIX + customer.encode(), value)
@@ -690,7 +719,7 @@ class PartitionState:
                 if record is None or index > record.parts:
                     # A torn write of a part the customer does not have: nothing would ever
                     # overwrite it, so a tombstone does.
-                    self._stray_parts.add(key)
+                    self._tombstones.add(key)
             if customer in self.customers:
                 self._dirty_customers.add(customer)
         elif key.startswith(PARTIAL_PREFIX):
