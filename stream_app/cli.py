@@ -340,6 +340,7 @@ TOOL_COMMANDS: Final = {
     "dashboard": "stream_app.dashboard.server",
     "bench": "stream_app.bench.cli",
     "forget": "stream_app.forget.cli",
+    "churn-eval": "stream_app.lifecycle.evaluate",
 }
 
 

@@ -200,7 +200,7 @@ class MalformedReads:
     its data is untrusted: one bad record is skipped, never fatal to a response or the hub.
     """
 
-    RECORDS = ("field", "snapshot", "history", "alert", "message", "key")
+    RECORDS = ("field", "snapshot", "history", "alert", "message", "key", "at_risk")
 
     def __init__(
         self,
@@ -212,7 +212,8 @@ class MalformedReads:
         self.counter = Counter(
             "kpi_dashboard_malformed_total",
             "Records read from Redis and left out as not what the contract says, by kind: "
-            "field (of a snapshot), snapshot, history (entry), alert, message (live), key.",
+            "field (of a snapshot), snapshot, history (entry), alert, message (live), key, "
+            "at_risk (entry of an at-risk set).",
             ["record"],
             registry=registry if registry is not None else CollectorRegistry(),
         )

@@ -26,6 +26,11 @@ COHORT_UPDATES_PREFIX: Final = "kpi-cohort-updates:"  # pub/sub: each changed co
 COHORTS_PATTERN: Final = COHORTS_PREFIX + "*"
 COHORT_UPDATES_PATTERN: Final = COHORT_UPDATES_PREFIX + "*"
 
+# --- churn risk (contract section 7): sorted set per segment, member = customer id,
+# score = churn risk 0..1 (the only Redis keys that hold customer ids)
+AT_RISK_PREFIX: Final = "kpi-at-risk:"
+AT_RISK_PATTERN: Final = AT_RISK_PREFIX + "*"
+
 # string with a TTL, one per running publisher: gone means Redis lost its data (restarted empty)
 PUBLISHER_ALIVE_PREFIX: Final = "kpi-publisher-alive:"
 
@@ -63,6 +68,10 @@ def cohorts_key(grain: str, segment: str) -> str:
 
 def cohort_updates_channel(grain: str, segment: str) -> str:
     return f"{COHORT_UPDATES_PREFIX}{grain}:{segment}"
+
+
+def at_risk_key(segment: str) -> str:
+    return f"{AT_RISK_PREFIX}{segment}"
 
 
 def publisher_alive_key(token: str) -> str:

@@ -217,4 +217,5 @@ async def test_keys_and_fields_that_do_not_fit_the_snapshot_model_are_left_out(
         "alert": 1,
         "message": 0,
         "key": 3,
+        "at_risk": 0,
     }

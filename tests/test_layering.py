@@ -102,6 +102,7 @@ TOOLS = (
     "stream_app.replay",
     "stream_app.watch",
     "stream_app.forget",
+    "stream_app.lifecycle.evaluate",
 )
 
 

@@ -199,6 +199,10 @@ def test_the_stored_form_round_trips_and_refuses_what_it_does_not_know() -> None
     ]:
         with pytest.raises(ProfileFormatError):
             decode_profile(bad)
+    for months in ([[5, 1, 1], [4, 1, 1]], [[4, 1, 1], [4, 1, 1]], [[m, 1, 1] for m in range(15)]):
+        fields: list[object] = [None] * 6 + [0, 0, None, None, 0, 0, months]
+        with pytest.raises(ProfileFormatError, match="monthly buckets"):
+            decode_profile(msgspec.msgpack.encode((PROFILE_FORMAT, fields)))
     negative = msgspec.msgpack.encode((PROFILE_FORMAT, [None] * 6 + [-1]))
     with pytest.raises(ProfileFormatError):
         decode_profile(negative)

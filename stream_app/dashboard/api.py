@@ -29,6 +29,7 @@ from stream_app.benchmarks.profile import profile_from_settings
 from stream_app.settings import Settings
 
 from . import kpimeta, openapi, params
+from .atrisk import AT_RISK_LIMIT, read_at_risk
 from .health import HealthSource
 from .live import LiveHub
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT, BadParameterError
@@ -250,6 +251,15 @@ class DashboardApi:
         alerts = await self.reader.alerts(limit)
         return _json({"count": len(alerts), "alerts": alerts})
 
+    async def at_risk(self, request: web.Request) -> web.StreamResponse:
+        segment = params.segment(_param(request, "segment"), default="all")
+        default, low, high = AT_RISK_LIMIT
+        limit = params.integer(
+            _param(request, "limit"), "limit", default=default, low=low, high=high
+        )
+        found = await read_at_risk(self.reader.redis, segment, limit, self.reader.malformed)
+        return _json(found.model_dump())
+
     async def openapi_document(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self.openapi, content_type="application/json")
 
@@ -337,6 +347,7 @@ def routes(api: DashboardApi) -> tuple[tuple[str, Handler], ...]:
         (f"{API}/snapshots", api.snapshots),
         (f"{API}/history", api.history),
         (f"{API}/alerts", api.alerts),
+        (f"{API}/at-risk", api.at_risk),
         (f"{API}/benchmarks", api.benchmarks),
         (f"{API}/benchmarks/strengths-weaknesses", api.strengths_weaknesses),
         (f"{API}/stream", api.stream),

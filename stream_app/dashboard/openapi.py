@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 from schemas import Alert, CampaignSnapshot, SegmentSnapshot
 from stream_app.settings import Settings
 
-from . import params
+from . import atrisk, params
 from .params import ALERTS_LIMIT, API, HISTORY_LIMIT
 
 REF: Final = "#/components/schemas/{model}"
@@ -53,6 +53,7 @@ def build(settings: Settings) -> dict[str, Any]:
             (SegmentSnapshot, "serialization"),
             (CampaignSnapshot, "serialization"),
             (Alert, "serialization"),
+            (atrisk.AtRiskList, "serialization"),
         ],
         ref_template=REF,
     )
@@ -299,6 +300,7 @@ def build(settings: Settings) -> dict[str, Any]:
                 },
             ),
         ),
+        f"{API}/at-risk": atrisk.openapi_path(segment, _ERRORS),
         f"{API}/benchmarks": get(
             "The benchmark profile",
             "The profile of KPI_BENCHMARK_PROFILE: `name`, `title` and its `bands`, each with "

@@ -17,6 +17,7 @@ purchase, which is every ``now`` the processor asks about.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -98,6 +99,12 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         if self.purchase_us is None or t_us > self.purchase_us:
             self.purchase_us = t_us
         month = month_index(t_us)
+        if self.months and self.months[-1].month == month:
+            # The common case, a purchase in the newest month: nothing to drop or sort.
+            last = self.months[-1]
+            bucket = MonthBucket(month, last.purchases + 1, last.revenue_micros + amount_micros)
+            self.months = (*self.months[:-1], bucket)
+            return
         buckets = list(self.months)
         newest = max([month, *(b.month for b in buckets)])
         floor = newest - KEEP_MONTHS + 1
@@ -186,12 +193,19 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         }
 
 
-class _Envelope(msgspec.Struct, array_like=True):
+class _Head(msgspec.Struct, array_like=True):
+    """The first element of every format's stored form (the rest is ignored here)."""
+
+    format: int
+
+
+class _Envelope(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     format: int
     profile: msgspec.Raw
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
+_HEAD: Final = msgspec.msgpack.Decoder(_Head)
 _ENVELOPE: Final = msgspec.msgpack.Decoder(_Envelope)
 _PROFILE: Final = msgspec.msgpack.Decoder(Profile)
 
@@ -204,16 +218,29 @@ def encode_profile(profile: Profile) -> bytes:
 def decode_profile(data: bytes) -> Profile:
     """Read ``encode_profile``'s bytes; raises ProfileFormatError for anything else."""
     try:
-        envelope = _ENVELOPE.decode(data)
+        version = _HEAD.decode(data).format
     except msgspec.DecodeError as exc:
         raise ProfileFormatError(f"not a stored customer profile: {exc}") from None
-    if envelope.format != PROFILE_FORMAT:
+    if version != PROFILE_FORMAT:
         raise ProfileFormatError(
-            f"customer profile format {envelope.format} is unknown to this version "
+            f"customer profile format {version} is unknown to this version "
             f"(it reads format {PROFILE_FORMAT}); upgrade the worker or rebuild the state "
             "from the input topics"
         )
     try:
-        return _PROFILE.decode(envelope.profile)
+        profile = _PROFILE.decode(_ENVELOPE.decode(data).profile)
     except msgspec.DecodeError as exc:
         raise ProfileFormatError(f"customer profile format {PROFILE_FORMAT}: {exc}") from None
+    months = [b.month for b in profile.months]
+    # Updates rely on the buckets being few, distinct and in order.
+    if len(months) > KEEP_MONTHS or any(a >= b for a, b in pairwise(months)):
+        raise ProfileFormatError(
+            f"customer profile format {PROFILE_FORMAT}: monthly buckets out of order or more "
+            f"than {KEEP_MONTHS}"
+        )
+    return profile
+
+
+# The model's feature names, in the order ``features`` gives them (pending examples store
+# the values in this order).
+FEATURES: Final = tuple(Profile().features(0))

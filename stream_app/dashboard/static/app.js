@@ -878,6 +878,53 @@
     }
   }
 
+  // ---------------------------------------------------------------- at-risk customers
+
+  const AT_RISK_SHOWN = 10;
+
+  function riskItem(entry) {
+    const risk = asNumber(entry.risk);
+    const item = el("li", "risk-item");
+    item.dataset.customer = String(entry.customer_id);
+    item.dataset.risk = String(entry.risk);
+    const bar = el("span", "risk-bar");
+    const fill = el("span", "risk-fill");
+    fill.style.width = `${risk === null ? 0 : Math.min(Math.max(risk, 0), 1) * 100}%`;
+    bar.append(fill);
+    item.append(
+      el("span", "risk-customer", String(entry.customer_id)),
+      bar,
+      el("span", "risk-value", risk === null ? NULL : `${(risk * 100).toFixed(1)}%`),
+    );
+    item.title = `${entry.customer_id}: ${risk === null ? "?" : (risk * 100).toFixed(1)}% chance of cancelling within 30 days`;
+    return item;
+  }
+
+  function renderAtRisk(body) {
+    const list = $("at-risk");
+    list.replaceChildren();
+    const customers = body && Array.isArray(body.customers) ? body.customers : [];
+    $("risk-hint").textContent = customers.length ? "churn risk within 30 days" : "";
+    if (!customers.length) {
+      list.append(el("li", "empty", "No customer at risk"));
+      return;
+    }
+    for (const entry of customers.slice(0, AT_RISK_SHOWN)) {
+      if (entry && typeof entry === "object") list.append(riskItem(entry));
+    }
+  }
+
+  async function loadAtRisk(generation) {
+    try {
+      const body = await getJSON(`at-risk?segment=${encodeURIComponent(state.segment)}&limit=${AT_RISK_SHOWN}`);
+      if (generation !== state.generation) return;
+      renderAtRisk(body);
+    } catch (error) {
+      if (generation !== state.generation) return;
+      onFetchError(error, "at-risk customers");
+    }
+  }
+
   // ---------------------------------------------------------------- status
 
   function newestUpdate() {
@@ -973,6 +1020,7 @@
     loadAlerts(generation);
     loadHistory(generation);
     loadStrengths(generation);
+    loadAtRisk(generation);
   }
 
   function selectSegment(segment) {
@@ -1030,6 +1078,7 @@
     loadSegments();
     setInterval(loadSegments, SEGMENTS_POLL_MS);
     setInterval(() => { if (state.connected) loadSnapshots(state.generation); }, POLL_MS);
+    setInterval(() => { if (state.connected) loadAtRisk(state.generation); }, POLL_MS);
     setInterval(() => { renderAges(); renderStatus(); }, 1000);
   }
 
