@@ -211,6 +211,7 @@ class Settings(BaseSettings):
     lifecycle_dormant_after: Duration = timedelta(days=120)
     lifecycle_loyal_purchases: Annotated[int, Field(ge=1, le=1_000_000)] = 4
     lifecycle_loyal_revenue: Annotated[Decimal, Field(ge=0, le=1_000_000_000)] = Decimal(200)
+    lifecycle_at_risk_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
     # Benchmarks (contract section 8): a shipped profile's name, the path of a profile file,
     # or "none". Read at start; a bad profile stops the start (stream_app/benchmarks).

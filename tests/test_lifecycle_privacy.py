@@ -104,7 +104,15 @@ def test_no_customer_id_is_published_and_forget_leaves_no_trace(stack: StackEnv)
     leaks = [(key, value[:80]) for key, value in _redis_dump(client) if ID.search(value)]
     assert [leak for leak in leaks if not leak[0].startswith(AT_RISK_PREFIX)] == []
 
-    target = intake.events[0].customer_id
+    # The at-risk sets: customer ids scored by the churn model, the top of all partitions.
+    deadline = time.monotonic() + 30
+    while not client.zcard("kpi-at-risk:all") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    at_risk = client.zrevrange("kpi-at-risk:all", 0, -1, withscores=True)
+    assert 0 < len(at_risk) <= settings.lifecycle_at_risk_size
+    assert all(0 <= score <= 1 for _member, score in at_risk)
+    assert any(key.startswith(b"kpi-at-risk:region:") for key in client.scan_iter(count=1000))
+    target = at_risk[0][0].decode()
     assert ID.fullmatch(target.encode())  # the scan above would have seen it
     for _ in range(2):  # idempotent
         subprocess.run(

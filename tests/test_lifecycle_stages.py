@@ -154,3 +154,32 @@ def test_the_ledger_skips_what_an_earlier_owner_sent_and_marks_the_rest() -> Non
     assert ledger.mark(21) == 9  # past the lateness horizon: never decided again
     ledger.record(12)
     assert ledger.mark(None) == 13
+
+
+def test_the_churn_model_and_stages_survive_a_restart() -> None:
+    from stream_app.customers.changelog import ChangelogReplay, checkpoint_records
+    from stream_app.customers.partition import PartitionState
+    from tests.test_changelog_replay import SETTINGS, _batches, _clock
+
+    state = PartitionState(0, SETTINGS, _clock)
+    for batch in _batches(3):
+        state.ingest(batch)
+    assert state.lifecycle is not None
+    assert state.lifecycle.risk is not None
+    assert state.lifecycle.risk.pending > 0
+    tag, records = checkpoint_records(state.checkpoint(), "g1", 1)
+    recovered = PartitionState(0, SETTINGS, _clock)
+    replay = ChangelogReplay(recovered)
+    for key, value in records:
+        replay.feed(key, value, tag)
+    replay.finish()
+    assert recovered.lifecycle is not None
+    assert recovered.lifecycle.risk is not None
+    assert recovered.lifecycle.risk.pending == state.lifecycle.risk.pending
+    assert recovered.lifecycle.risk.stats == state.lifecycle.risk.stats
+    assert recovered.lifecycle.customers.keys() == state.lifecycle.customers.keys()
+    for customer, stage in state.lifecycle.customers.items():
+        assert recovered.lifecycle.customers[customer].stage == stage.stage
+        assert recovered.lifecycle.customers[customer].end == stage.end
+        at = stage.newest_us or 0
+        assert recovered.lifecycle.risk_of(customer, at) == state.lifecycle.risk_of(customer, at)

@@ -36,6 +36,8 @@ MAX_CUSTOMER_PARTS = 32
 PARTIAL_PREFIX = b"p:"
 # A customer's lifecycle state (``lifecycle/tracker.py``): ``l:<customer>``.
 LIFECYCLE_PREFIX = b"l:"
+# The partition's churn model with its pending examples (``lifecycle/risk.py``).
+RISK_KEY = b"r:model"
 # A checkpoint's marker: the prefix plus the writer's generation. Compaction keeps the newest
 # record of each key, so one key per generation keeps each generation's last marker, which
 # confirms every earlier checkpoint of that generation. b"m" alone was the key before.

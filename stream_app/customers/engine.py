@@ -319,6 +319,7 @@ class CustomerEngine(Service):
                     partition,
                     state.lifecycle_sent,
                     state.lifecycle.take(),
+                    state.lifecycle.risk_of,
                 )
 
     def _apply_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[DeadLetter]:

@@ -25,6 +25,7 @@ from stream_app.customers.changelog import (
     LIFECYCLE_PREFIX,
     PART_PREFIX,
     PARTIAL_PREFIX,
+    RISK_KEY,
     customer_records,
     parse_part_key,
     parse_partial_key,
@@ -57,7 +58,9 @@ from stream_app.kpis.windows import (
     fact_grain_us,
     fact_ranges,
 )
+from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.ledger import ChangeLedger
+from stream_app.lifecycle.risk import ChurnRisk, RiskFormatError
 from stream_app.lifecycle.segments import as_lifecycle
 from stream_app.lifecycle.stages import Rules
 from stream_app.lifecycle.tracker import StageBook
@@ -70,6 +73,9 @@ logger = logging.getLogger(__name__)
 PRUNE_SLACK_FRACTION = 16
 # How many untouched customers each checkpoint re-examines for expired events.
 SWEEP_PER_CHECKPOINT = 2_000
+# How often the churn model and its pending examples go to the changelog (seconds): a crash
+# loses at most this much of its learning, never a KPI.
+RISK_DUMP_INTERVAL_S = 30.0
 
 
 class Message(Protocol):
@@ -202,8 +208,17 @@ class PartitionState:
         self.dead_letters = DeadLetterLedger()
         # Lifecycle stages (contract section 7), unless KPI_LIFECYCLE_ENABLED is false.
         self.lifecycle = (
-            StageBook(Rules.from_settings(settings)) if settings.lifecycle_enabled else None
+            StageBook(
+                Rules.from_settings(settings),
+                risk=ChurnRisk(),
+                board=AtRiskBoard(settings.lifecycle_at_risk_size),
+            )
+            if settings.lifecycle_enabled
+            else None
         )
+        # The model is a pickle of some kilobytes plus a pending example per customer: it
+        # is written every RISK_DUMP_INTERVAL_S, not at every checkpoint.
+        self._risk_dumped_at: float | None = None
         self.lifecycle_sent = ChangeLedger()
         self._dirty_customers: set[str] = set()
         self._dirty_entries: set[tuple[str, str, int]] = set()
@@ -411,7 +426,7 @@ class PartitionState:
             record.apply(events, self.attribution_us, facts, self._grain_us)
             self._dirty_customers.add(customer)
             if stages is not None:
-                stages.observe(customer, events)  # sorted by ``apply``
+                stages.observe(customer, events, record.end[1])  # sorted by ``apply``
         if stages is not None:
             as_lifecycle(stage_facts, facts)
         self._apply_facts(facts)
@@ -585,6 +600,13 @@ class PartitionState:
                 (LIFECYCLE_PREFIX + customer.encode(), value)
                 for customer, value in self.lifecycle.changed_records()
             )
+            risk = self.lifecycle.risk
+            now = self.clock().timestamp()
+            if risk is not None and (
+                self._risk_dumped_at is None or now - self._risk_dumped_at >= RISK_DUMP_INTERVAL_S
+            ):
+                changelog.append((RISK_KEY, risk.dump()))
+                self._risk_dumped_at = now
         by_segment: dict[str, list[tuple[str, int, list[int] | None]]] = {}
         for spec_name, segment, k in sorted(self._dirty_entries):
             vector = self.partials[(spec_name, segment)].diffs.get(k)
@@ -687,6 +709,13 @@ class PartitionState:
                 parts.pop(index, None)
             else:
                 parts[index] = orjson.loads(value)["ev"]
+        elif key == RISK_KEY:
+            if self.lifecycle is not None and value is not None:
+                try:
+                    self.lifecycle.risk = ChurnRisk.load(value)
+                except RiskFormatError as exc:
+                    logger.error("partition %d: churn model not restored, learning afresh: %s",
+                                 self.partition, exc)  # fmt: skip
         elif key.startswith(LIFECYCLE_PREFIX):
             if self.lifecycle is not None:
                 self.lifecycle.load(key[len(LIFECYCLE_PREFIX) :].decode(), value)

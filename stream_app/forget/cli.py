@@ -12,10 +12,13 @@ import argparse
 import asyncio
 import logging
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from redis.exceptions import RedisError
 
 from stream_app.customers.forget import forget_message
 from stream_app.kafka import aiokafka_options, ensure_topics, forget_topic
+from stream_app.redis_keys import AT_RISK_PATTERN
 from stream_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,12 +43,37 @@ async def send_forget(settings: Settings, customer_id: str) -> int:
         await producer.stop()
 
 
+async def remove_from_at_risk(settings: Settings, customer_id: str) -> int:
+    """Remove the customer from every at-risk set now; returns from how many. (Its owner
+    also removes it from the sets it wrote when it applies the request.)"""
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+    )
+    try:
+        removed = 0
+        async for key in client.scan_iter(match=AT_RISK_PATTERN, count=1000):
+            removed += await client.zrem(key, customer_id)
+        return removed
+    finally:
+        await client.aclose()
+
+
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     customer: str = args.customer_id
     if not 1 <= len(customer) <= 128:
         logger.error("CUSTOMER_ID must be 1 to 128 characters, as in the input events")
         return 2
     partitions = asyncio.run(send_forget(settings, customer))
+    try:
+        asyncio.run(remove_from_at_risk(settings, customer))
+    except (RedisError, OSError) as exc:
+        logger.warning(
+            "Redis did not answer (%s): the workers remove the customer from the at-risk "
+            "sets they wrote when they apply the request; run kpi forget again once Redis "
+            "answers to be sure",
+            exc.__class__.__name__,
+        )
     logger.info(
         "asked the workers to forget the customer (%d partitions); it is erased from the "
         "changelog at their next checkpoint (KPI_CHECKPOINT_INTERVAL)",

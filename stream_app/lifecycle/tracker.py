@@ -24,9 +24,11 @@ from typing import Any, Final
 import msgspec
 
 from schemas.lifecycle import Stage
-from stream_app.customers.timeline import CANCELLATION, PURCHASE, SIGNUP, SURVEY, Facts, StoredEvent
+from stream_app.customers.timeline import CANCELLATION, Facts, StoredEvent
+from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
-from stream_app.lifecycle.segments import Position, advance, tail
+from stream_app.lifecycle.risk import MODEL_FEATURES, ChurnRisk
+from stream_app.lifecycle.segments import Position, advance, tail, update_profile
 from stream_app.lifecycle.stages import Rules, classify, next_change
 
 # Bump when ``StoredStage``'s shape changes; ``decode_state`` refuses versions it does not know.
@@ -139,6 +141,10 @@ class StageBook:
     """The lifecycle of every customer of one partition."""
 
     rules: Rules
+    # The churn model (``risk.py``) and the partition's scores for the at-risk sets; None
+    # when not wanted (tests of the stages alone).
+    risk: ChurnRisk | None = None
+    board: AtRiskBoard | None = None
     customers: dict[str, CustomerStage] = field(default_factory=dict)
     # (due, customer); an entry is stale when the customer's due time moved since.
     _heap: list[tuple[int, str]] = field(default_factory=list)
@@ -146,8 +152,9 @@ class StageBook:
     # Changes decided since the runtime last took them (``take``).
     outbox: list[Change] = field(default_factory=list)
 
-    def observe(self, customer: str, events: list[list[Any]]) -> None:
-        """Apply a customer's new events (stored form, sorted) and decide its changes."""
+    def observe(self, customer: str, events: list[list[Any]], region: str = "unknown") -> None:
+        """Apply a customer's new events (stored form, sorted) and decide its changes; the
+        churn model takes its examples, and the customer's risk is scored afresh."""
         state = self.customers.get(customer)
         if state is None:
             state = self.customers[customer] = CustomerStage(Profile())
@@ -159,24 +166,40 @@ class StageBook:
                 t = state.newest_us  # late: read at the newest time, history is not revised
             else:
                 self._fire(customer, state, t, inclusive=False)
-            if rank == PURCHASE:
-                profile.purchase(event[0], event[3])
-            elif rank == SIGNUP:
-                profile.signup(event[0])
-            elif rank == CANCELLATION:
-                profile.cancellation(event[0])
-            elif rank == SURVEY:
-                profile.survey(event[0], "nps" if event[3] == "n" else "csat", event[4])
+            update_profile(profile, event)
+            risk = self.risk
+            if risk is not None:
+                if rank == CANCELLATION:
+                    risk.cancelled(customer, event[0])
+                if profile.active:
+                    risk.observe(customer, t, profile)
             state.newest_us = t
             self._decide(customer, state, t)
+        if self.board is not None:
+            score = self.risk_of(customer, state.newest_us or 0)
+            if score is None:
+                self.board.drop(customer)
+            else:
+                self.board.set(customer, score, "region:" + region)
         if state.due_us is not None and state.due_us != before:
             heapq.heappush(self._heap, (state.due_us, customer))
             if len(self._heap) > 2 * len(self.customers) + 1024:
                 self._rebuild_heap()  # stale entries would otherwise wait for their time
         self.dirty.add(customer)
 
+    def risk_of(self, customer: str, at_us: int) -> float | None:
+        """The churn risk of an active customer at ``at_us``; None if inactive or no model."""
+        state = self.customers.get(customer)
+        if self.risk is None or state is None or not state.profile.active:
+            return None
+        features = state.profile.features(at_us)
+        return self.risk.risk({name: features[name] for name in MODEL_FEATURES})
+
     def advance(self, watermark_us: int) -> None:
-        """Move every customer whose next change is at or before ``watermark_us``."""
+        """Move every customer whose next change is at or before ``watermark_us``; examples
+        whose 30 days have passed are learnt."""
+        if self.risk is not None:
+            self.risk.advance(watermark_us)
         heap = self._heap
         while heap and heap[0][0] <= watermark_us:
             due, customer = heapq.heappop(heap)
@@ -250,6 +273,10 @@ class StageBook:
         """Drop a customer (``kpi forget``); True if it was known. Its heap entry goes stale."""
         self.dirty.discard(customer)
         self.outbox = [change for change in self.outbox if change.customer_id != customer]
+        if self.risk is not None:
+            self.risk.forget(customer)
+        if self.board is not None:
+            self.board.drop(customer)
         return self.customers.pop(customer, None) is not None
 
     # -- persistence -----------------------------------------------------------------
