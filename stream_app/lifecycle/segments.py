@@ -19,13 +19,14 @@ then holds per stage, which keeps distinct purchasing customers and conversions 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from schemas.lifecycle import LIFECYCLE_SEGMENT_PREFIX, Stage
 from stream_app.customers.timeline import (
     CANCELLATION,
+    CLICK,
     PURCHASE,
     SIGNUP,
     SURVEY,
@@ -39,6 +40,9 @@ from stream_app.lifecycle.profile import Profile
 from stream_app.lifecycle.stages import Rules, classify, next_change
 
 _REGION = "region:"
+# Event ranks that change neither a stage nor when it changes (the rules read no clicks and
+# no survey answers), nor whether the customer is active.
+QUIET_RANKS: Final = frozenset((CLICK, SURVEY))
 
 
 def update_profile(profile: Profile, event: StoredEvent) -> None:
@@ -137,6 +141,26 @@ def advance(
             position.state, event, stage, attribution_us, facts, sign, grain_us
         )
         position.stage, position.time_us = stage, t
+    return position
+
+
+def quiet(
+    at: Position,
+    events: list[StoredEvent],
+    rules: Rules,
+    attribution_us: int,
+    facts: Facts,
+    grain_us: int,
+) -> Position:
+    """``advance`` over clicks and surveys after ``at``'s last event, which move no stage:
+    each counts in the stage at its time, and no activity moves (those the time between
+    brings are the tail's, already counted)."""
+    position = at.copy()
+    for event in events:
+        stage = classify(position.profile, event[0], rules)[0]
+        update_profile(position.profile, event)
+        position.state = _fold_one(position.state, event, stage, attribution_us, facts, 1, grain_us)
+        position.stage, position.time_us = stage, event[0]
     return position
 
 

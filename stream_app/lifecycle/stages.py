@@ -53,8 +53,10 @@ class Rules:
 
 
 def _last_activity_us(profile: Profile) -> int | None:
-    times = [t for t in (profile.purchase_us, profile.signup_us) if t is not None]
-    return max(times) if times else None
+    purchase, signup = profile.purchase_us, profile.signup_us
+    if purchase is None:
+        return signup
+    return purchase if signup is None or purchase > signup else signup
 
 
 def classify(profile: Profile, now_us: int, rules: Rules) -> tuple[Stage, str]:
@@ -70,8 +72,10 @@ def classify(profile: Profile, now_us: int, rules: Rules) -> tuple[Stage, str]:
     first = profile.first_us
     if first is not None and now_us - first < rules.new_for_us:
         return Stage.NEW, "tenure_below_new_for"
+    # All buckets first (no calendar arithmetic): most customers have too few purchases.
     if (
-        profile.purchases_365d(now_us) >= rules.loyal_purchases
+        sum(b.purchases for b in profile.months) >= rules.loyal_purchases
+        and profile.purchases_365d(now_us) >= rules.loyal_purchases
         and profile.revenue_365d_micros(now_us) >= rules.loyal_revenue_micros
     ):
         return Stage.LOYAL, "frequent_and_valuable"
@@ -81,22 +85,29 @@ def classify(profile: Profile, now_us: int, rules: Rules) -> tuple[Stage, str]:
 def next_change(profile: Profile, now_us: int, rules: Rules) -> int | None:
     """The first instant after ``now_us`` at which the stage changes with no new event.
 
-    Only these instants can change it: a recency threshold passed, the end of ``new``, and a
-    month of purchases leaving the 365-day window. Each is tried in order.
+    Time moves a stage one way only: ``new`` ends (to ``active`` or ``loyal``), a loyal
+    customer's months leave the 365-day window (to ``active``), recency passes the
+    ``at_risk`` and then the ``dormant`` threshold; ``churned`` and ``dormant`` stay. So
+    each stage has at most a few instants to try.
     """
     if not profile.active:
         return None
-    candidates: set[int] = set()
     last = _last_activity_us(profile)
-    if last is not None:
-        candidates.update((last + rules.at_risk_after_us, last + rules.dormant_after_us))
-    if profile.first_us is not None:
-        candidates.add(profile.first_us + rules.new_for_us)
-    # A bucket leaves at the start of month ``b.month + 12``: the end of period
-    # ``b.month + 11`` of the month calendar counted from January 1970.
-    candidates.update(period_end(0, b.month + WINDOW_MONTHS - 1, "month") for b in profile.months)
+    if last is None:
+        return None
+    at_risk = last + rules.at_risk_after_us
     current = classify(profile, now_us, rules)[0]
-    for t in sorted(c for c in candidates if c > now_us):
-        if classify(profile, t, rules)[0] != current:
-            return t
-    return None
+    if current is Stage.DORMANT:
+        return None
+    if current is Stage.AT_RISK:
+        return last + rules.dormant_after_us
+    if current is Stage.NEW and profile.first_us is not None:
+        return min(at_risk, profile.first_us + rules.new_for_us)
+    if current is Stage.LOYAL:
+        # A bucket leaves at the start of month ``b.month + 12``: the end of period
+        # ``b.month + 11`` of the month calendar counted from January 1970.
+        for b in profile.months:
+            leaves = period_end(0, b.month + WINDOW_MONTHS - 1, "month")
+            if now_us < leaves < at_risk and classify(profile, leaves, rules)[0] != current:
+                return leaves
+    return at_risk

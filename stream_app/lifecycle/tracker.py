@@ -24,11 +24,18 @@ from typing import Any, Final
 import msgspec
 
 from schemas.lifecycle import Stage
-from stream_app.customers.timeline import CANCELLATION, Facts, StoredEvent
+from stream_app.customers.timeline import CANCELLATION, SURVEY, Facts, StoredEvent
 from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
 from stream_app.lifecycle.risk import MODEL_FEATURES, ChurnRisk
-from stream_app.lifecycle.segments import Position, advance, tail, update_profile
+from stream_app.lifecycle.segments import (
+    QUIET_RANKS,
+    Position,
+    advance,
+    quiet,
+    tail,
+    update_profile,
+)
 from stream_app.lifecycle.stages import Rules, classify, next_change
 
 # Bump when ``StoredStage``'s shape changes; ``decode_state`` refuses versions it does not know.
@@ -167,6 +174,12 @@ class StageBook:
             else:
                 self._fire(customer, state, t, inclusive=False)
             update_profile(profile, event)
+            if rank in QUIET_RANKS and state.stage is not None:
+                # Neither changes the stage nor when it would change: the timers fired.
+                state.newest_us = t
+                if rank == SURVEY and self.risk is not None and profile.active:
+                    self.risk.observe(customer, t, profile)
+                continue
             risk = self.risk
             if risk is not None:
                 if rank == CANCELLATION:
@@ -246,7 +259,14 @@ class StageBook:
             state = self.customers[customer] = CustomerStage(Profile())
         events = sorted(new_events)
         rules = self.rules
-        if not retained or retained[-1] < events[0]:
+        in_order = not retained or retained[-1] < events[0]
+        if in_order and state.end.time_us is not None and all(e[1] in QUIET_RANKS for e in events):
+            # Clicks and surveys change neither the stages nor the active flag: the moves
+            # the tail would take back, walk again and add back cancel out. Only their own
+            # facts, in the stage at their time.
+            state.end = quiet(state.end, events, rules, attribution_us, facts, grain_us)
+            return
+        if in_order:
             tail(state.end, rules, facts, -1, grain_us)
             state.end = advance(state.end, events, rules, attribution_us, facts, 1, grain_us)
         else:
