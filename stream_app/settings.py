@@ -205,7 +205,9 @@ class Settings(BaseSettings):
     churn_std_floor: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
 
     # Customer lifecycle (contract section 7; stream_app/lifecycle/stages.py holds the rules).
-    lifecycle_enabled: bool = True
+    # Off by default: it costs a worker about 40 % of its throughput and 3.6 KB per
+    # customer (docs/benchmarks.md, lifecycle).
+    lifecycle_enabled: bool = False
     lifecycle_new_for: Duration = timedelta(days=30)
     lifecycle_at_risk_after: Duration = timedelta(days=45)
     lifecycle_dormant_after: Duration = timedelta(days=120)

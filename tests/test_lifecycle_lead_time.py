@@ -30,7 +30,7 @@ MIN_MEDIAN_LEAD_DAYS = 14.0
 
 
 def test_a_churn_wave_moves_its_customers_to_at_risk_before_they_cancel() -> None:
-    settings = Settings()
+    settings = Settings(lifecycle_enabled=True)
     config = SimulationConfig(
         seed=5,
         start=START,

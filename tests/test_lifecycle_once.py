@@ -32,6 +32,7 @@ START = datetime(2026, 1, 5, tzinfo=UTC)
 CUSTOMERS = 120
 PARTITIONS = [0, 1, 2, 3]  # KPI_TOPIC_PARTITIONS of the test stack
 NO_CHECKPOINT = {"KPI_CHECKPOINT_INTERVAL": "1m", "KPI_CHECKPOINT_INTERVAL_BACKLOG": "1m"}
+ON = {"KPI_LIFECYCLE_ENABLED": "true"}
 
 
 def _events() -> list[tuple[datetime, str, str, dict[str, Any]]]:
@@ -135,14 +136,14 @@ def test_lifecycle_messages_are_exactly_once_across_a_sigkill(stack: StackEnv) -
 
     # The first worker checkpoints as usual; the second never does before its SIGKILL, so
     # everything it sends lies past the first one's last mark; the third finds it there.
-    first = stack.start_worker()
+    first = stack.start_worker(**ON)
     first.wait_assigned(partitions=4)
     asyncio.run(_produce_in_order(stack, events[:cut1], 0))
     assert sum(_received(stack, 1, 60).values()) > 0, first.log_tail()
     time.sleep(2)  # checkpointed
     first.stop(signal.SIGKILL)
 
-    second = stack.start_worker(**NO_CHECKPOINT)
+    second = stack.start_worker(**NO_CHECKPOINT, **ON)
     second.wait_assigned(partitions=4)
     before = sum(_received(stack, 10**6, 3).values())
     asyncio.run(_produce_in_order(stack, events[cut1:cut2], cut1))
@@ -152,7 +153,7 @@ def test_lifecycle_messages_are_exactly_once_across_a_sigkill(stack: StackEnv) -
     time.sleep(1)
     second.stop(signal.SIGKILL)
 
-    again = stack.start_worker()
+    again = stack.start_worker(**ON)
     again.wait_assigned(partitions=4)
     assert "lifecycle messages sent past the last checkpoint" in again.log_tail(200)
     asyncio.run(_produce_in_order(stack, events[cut2:], cut2))

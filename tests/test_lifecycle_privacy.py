@@ -85,7 +85,8 @@ async def _changelog(settings: Settings) -> list[tuple[int, bytes | None, bytes 
 
 
 def test_no_customer_id_is_published_and_forget_leaves_no_trace(stack: StackEnv) -> None:
-    settings = stack_settings(stack)
+    stack.extra["KPI_LIFECYCLE_ENABLED"] = "true"
+    settings = stack_settings(stack).model_copy(update={"lifecycle_enabled": True})
     client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
     asyncio.run(ensure_topics(settings))

@@ -161,14 +161,15 @@ def test_the_churn_model_and_stages_survive_a_restart() -> None:
     from stream_app.customers.partition import PartitionState
     from tests.test_changelog_replay import SETTINGS, _batches, _clock
 
-    state = PartitionState(0, SETTINGS, _clock)
+    settings = SETTINGS.model_copy(update={"lifecycle_enabled": True})
+    state = PartitionState(0, settings, _clock)
     for batch in _batches(3):
         state.ingest(batch)
     assert state.lifecycle is not None
     assert state.lifecycle.risk is not None
     assert state.lifecycle.risk.pending > 0
     tag, records = checkpoint_records(state.checkpoint(), "g1", 1)
-    recovered = PartitionState(0, SETTINGS, _clock)
+    recovered = PartitionState(0, settings, _clock)
     replay = ChangelogReplay(recovered)
     for key, value in records:
         replay.feed(key, value, tag)

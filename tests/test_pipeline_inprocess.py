@@ -107,7 +107,7 @@ def _run_pipeline(
     [(1, 3000, 20, 50), (2, 6000, 90, 400), (3, 4000, 45, 5), (4, 8000, 80, 2000)],
 )
 def test_pipeline_matches_the_reference(seed: int, count: int, days: int, batch: int) -> None:
-    settings = Settings()
+    settings = Settings(lifecycle_enabled=True)  # the lifecycle segments are checked too
     records = _events(seed, count, days, customers=150)
     store, states = _run_pipeline(records, settings, partitions=4, seed=seed, batch=batch)
     intake = filter_records(records, settings)

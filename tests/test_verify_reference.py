@@ -640,7 +640,8 @@ def test_segments_that_exist() -> None:
             click("c1", "e2", 1 * HOUR, campaign="autumn"),
             signup("c1", "e3", 2 * HOUR, "US", campaign="ignored"),  # c1 is active: ignored
             cancel("c2", "e4", 3 * HOUR),  # unknown customer: region unknown
-        ]
+        ],
+        lifecycle_enabled=True,
     )
     assert reference.segments == {
         "all",

@@ -89,11 +89,21 @@ def _move(
         spans[key] = spans.get(key, 0) + delta
 
 
+Move = tuple[int, Stage, Stage]
+
+
 def _moves_until(
-    at: Position, until_us: int | None, rules: Rules, facts: Facts | None, sign: int, grain_us: int
+    at: Position,
+    until_us: int | None,
+    rules: Rules,
+    facts: Facts | None,
+    sign: int,
+    grain_us: int,
+    made: list[Move] | None = None,
 ) -> Stage | None:
     """Move an active customer's activity through the stages time gives it after ``at``'s
-    last event, up to ``until_us`` (inclusive; None: for ever); the stage reached."""
+    last event, up to ``until_us`` (inclusive; None: for ever); the stage reached. The
+    moves made are appended to ``made`` if given."""
     if at.time_us is None or at.stage is None:
         return at.stage
     stage = at.stage
@@ -106,6 +116,8 @@ def _moves_until(
             if moving:
                 assert facts is not None
                 _move(facts.spans, stage, now, t, sign, grain_us)
+                if made is not None:
+                    made.append((t, stage, now))
             stage = now
         due = next_change(profile, t, rules)
         if due is None or (until_us is not None and due > until_us):
@@ -180,9 +192,17 @@ def _fold_one(
     )
 
 
-def tail(at: Position, rules: Rules, facts: Facts, sign: int, grain_us: int) -> None:
+def tail(at: Position, rules: Rules, facts: Facts, sign: int, grain_us: int) -> list[Move]:
     """The moves time gives the customer after the last event, for ever (a few at most)."""
-    _moves_until(at, None, rules, facts, sign, grain_us)
+    made: list[Move] = []
+    _moves_until(at, None, rules, facts, sign, grain_us, made)
+    return made
+
+
+def take_back(moves: list[Move], facts: Facts, grain_us: int) -> None:
+    """Take back the moves a ``tail`` made (its result, kept instead of walking again)."""
+    for t, old, new in moves:
+        _move(facts.spans, old, new, t, -1, grain_us)
 
 
 def as_lifecycle(facts: Facts, into: Facts) -> None:

@@ -30,10 +30,12 @@ from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
 from stream_app.lifecycle.risk import MODEL_FEATURES, ChurnRisk
 from stream_app.lifecycle.segments import (
     QUIET_RANKS,
+    Move,
     Position,
     advance,
     quiet,
     tail,
+    take_back,
     update_profile,
 )
 from stream_app.lifecycle.stages import Rules, classify, next_change
@@ -84,6 +86,8 @@ class CustomerStage:
     # The segment pass before the retained events (after the pruned ones) and after them all.
     base: Position = field(default_factory=Position.start)
     end: Position = field(default_factory=Position.start)
+    # The moves ``tail`` made after ``end`` (None: not known, e.g. after recovery: walk).
+    tail_moves: list[Move] | None = None
 
     def encode(self) -> bytes:
         stored = StoredStage(
@@ -265,9 +269,15 @@ class StageBook:
             # the tail would take back, walk again and add back cancel out. Only their own
             # facts, in the stage at their time.
             state.end = quiet(state.end, events, rules, attribution_us, facts, grain_us)
+            if state.tail_moves is not None:
+                now = state.end.time_us or 0  # set by ``quiet``
+                state.tail_moves = [move for move in state.tail_moves if move[0] > now]
             return
         if in_order:
-            tail(state.end, rules, facts, -1, grain_us)
+            if state.tail_moves is None:
+                tail(state.end, rules, facts, -1, grain_us)
+            else:
+                take_back(state.tail_moves, facts, grain_us)
             state.end = advance(state.end, events, rules, attribution_us, facts, 1, grain_us)
         else:
             pos = bisect_left(retained, events[0])
@@ -276,7 +286,7 @@ class StageBook:
             tail(old, rules, facts, -1, grain_us)
             suffix = sorted(retained[pos:] + events)
             state.end = advance(start, suffix, rules, attribution_us, facts, 1, grain_us)
-        tail(state.end, rules, facts, 1, grain_us)
+        state.tail_moves = tail(state.end, rules, facts, 1, grain_us)
 
     def pruned(self, customer: str, dropped: list[StoredEvent], attribution_us: int) -> None:
         """The customer stage folded ``dropped`` into its base state: the pass's base follows."""
