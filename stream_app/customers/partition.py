@@ -60,7 +60,6 @@ from stream_app.kpis.windows import (
 )
 from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.ledger import ChangeLedger
-from stream_app.lifecycle.risk import ChurnRisk, RiskFormatError
 from stream_app.lifecycle.segments import as_lifecycle
 from stream_app.lifecycle.stages import Rules
 from stream_app.lifecycle.tracker import StageBook
@@ -207,6 +206,10 @@ class PartitionState:
         self.offsets: dict[str, int] = {}
         self.dead_letters = DeadLetterLedger()
         # Lifecycle stages (contract section 7), unless KPI_LIFECYCLE_ENABLED is false.
+        if settings.lifecycle_enabled:
+            # Here, not at the top: river and its dependencies (a thousand modules, 60,000
+            # objects for every garbage collection to walk) only in a worker that uses them.
+            from stream_app.lifecycle.risk import ChurnRisk
         self.lifecycle = (
             StageBook(
                 Rules.from_settings(settings),
@@ -711,6 +714,8 @@ class PartitionState:
                 parts[index] = orjson.loads(value)["ev"]
         elif key == RISK_KEY:
             if self.lifecycle is not None and value is not None:
+                from stream_app.lifecycle.risk import ChurnRisk, RiskFormatError
+
                 try:
                     self.lifecycle.risk = ChurnRisk.load(value)
                 except RiskFormatError as exc:

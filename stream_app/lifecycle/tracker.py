@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -27,7 +27,6 @@ from schemas.lifecycle import Stage
 from stream_app.customers.timeline import CANCELLATION, SURVEY, Facts, StoredEvent
 from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
-from stream_app.lifecycle.risk import MODEL_FEATURES, ChurnRisk
 from stream_app.lifecycle.segments import (
     QUIET_RANKS,
     Move,
@@ -39,6 +38,9 @@ from stream_app.lifecycle.segments import (
     update_profile,
 )
 from stream_app.lifecycle.stages import Rules, classify, next_change
+
+if TYPE_CHECKING:  # river is imported only by a worker with lifecycle on (partition.py)
+    from stream_app.lifecycle.risk import ChurnRisk
 
 # Bump when ``StoredStage``'s shape changes; ``decode_state`` refuses versions it does not know.
 STAGE_FORMAT: Final = 1
@@ -209,8 +211,7 @@ class StageBook:
         state = self.customers.get(customer)
         if self.risk is None or state is None or not state.profile.active:
             return None
-        features = state.profile.features(at_us)
-        return self.risk.risk({name: features[name] for name in MODEL_FEATURES})
+        return self.risk.risk(state.profile.features(at_us))  # the model selects its own
 
     def advance(self, watermark_us: int) -> None:
         """Move every customer whose next change is at or before ``watermark_us``; examples
