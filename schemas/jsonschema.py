@@ -19,6 +19,7 @@ from schemas.cohort import CohortUpdate
 from schemas.dead_letter import DeadLetter
 from schemas.events import CampaignClick, Cancellation, Event, Purchase, Signup, Survey
 from schemas.kpi import CampaignSnapshot, SegmentSnapshot
+from schemas.lifecycle import LifecycleChange
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ DOCUMENTS: Final[dict[str, tuple[type[BaseModel] | type[Event], JsonSchemaMode]]
     "campaign_snapshot": (CampaignSnapshot, "serialization"),
     "alert": (Alert, "serialization"),
     "cohort": (CohortUpdate, "serialization"),
+    "customer_lifecycle": (LifecycleChange, "serialization"),
 }
 
 

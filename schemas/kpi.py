@@ -10,13 +10,20 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, create_model
 
+from schemas.lifecycle import LIFECYCLE_SEGMENT_PREFIX, STAGES
 from schemas.timestamps import UtcDatetime
 from stream_app.kpis.formulas import SegmentKind
 from stream_app.kpis.registry import KPI_BY_NAME, KPIS, Kpi, names_for
 
 MONEY_PATTERN: Final = r"^-?[0-9]+\.[0-9]{2}$"
 WINDOW_PATTERN: Final = r"^[A-Za-z0-9_-]{1,32}$"
-SEGMENT_PATTERN: Final = r"^(all|region:([A-Z0-9_-]{2,8}|unknown))$"
+SEGMENT_PATTERN: Final = (
+    r"^(all|region:([A-Z0-9_-]{2,8}|unknown)|"
+    + LIFECYCLE_SEGMENT_PREFIX
+    + "("
+    + "|".join(stage.value for stage in STAGES)
+    + "))$"
+)
 CAMPAIGN_SEGMENT_PATTERN: Final = r"^campaign:[^\s\u0000-\u001f\u007f-\u009f]{1,128}$"
 
 SNAPSHOT_META: Final[tuple[str, ...]] = (
@@ -88,7 +95,8 @@ def _fields(kind: SegmentKind) -> dict[str, Any]:
 
 class _SegmentMeta(_SnapshotMeta):
     segment: str = Field(
-        pattern=SEGMENT_PATTERN, description="'all' or 'region:<REGION>' (e.g. region:EU)."
+        pattern=SEGMENT_PATTERN,
+        description="'all', 'region:<REGION>' (e.g. region:EU) or 'lifecycle:<stage>'.",
     )
 
 

@@ -33,6 +33,7 @@ from stream_app.kafka import (
     read_topic,
     ssl_context,
 )
+from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.metrics import Metrics
 from stream_app.publishing.publisher import Publisher
 from stream_app.segments import agent as segment_agent
@@ -152,7 +153,16 @@ def _register_publisher(app: faust.App, ctx: AppContext, owned: Callable[[], set
     async def kafka_send(key: bytes, value: bytes) -> None:
         await updates.send(key=key, value=value)
 
-    publisher = Publisher(settings, ctx.store, redis, kafka_send, owned, ctx.metrics, ctx.clock)
+    def at_risk() -> list[AtRiskBoard]:
+        engine = ctx.engine
+        if engine is None:
+            return []
+        states = engine.states.values()
+        return [s.lifecycle.board for s in states if s.lifecycle and s.lifecycle.board]
+
+    publisher = Publisher(
+        settings, ctx.store, redis, kafka_send, owned, ctx.metrics, ctx.clock, at_risk=at_risk
+    )
     ctx.publisher = publisher
 
     @app.timer(interval=PUBLISH_TICK_S)  # type: ignore[untyped-decorator]

@@ -339,6 +339,7 @@ TOOL_COMMANDS: Final = {
     "watch": "stream_app.watch.cli",
     "dashboard": "stream_app.dashboard.server",
     "bench": "stream_app.bench.cli",
+    "forget": "stream_app.forget.cli",
     "churn-eval": "stream_app.lifecycle.evaluate",
 }
 

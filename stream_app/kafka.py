@@ -70,6 +70,11 @@ def partials_topic(settings: Settings) -> str:
     return f"{settings.app_id}-segment-partials"
 
 
+def forget_topic(settings: Settings) -> str:
+    """``kpi forget`` requests, one per partition, read by the customer stage (internal)."""
+    return f"{settings.app_id}-customer-forget"
+
+
 def sentinel_topic(settings: Settings) -> str:
     """One record per worker start, to notice a broker that lost its data (internal)."""
     return f"{settings.app_id}-broker-sentinels"
@@ -96,6 +101,7 @@ def public_topics(settings: Settings) -> list[str]:
         settings.dead_letter_topic,
         settings.kpi_updates_topic,
         settings.kpi_alerts_topic,
+        settings.lifecycle_topic,
     ]
 
 
@@ -128,6 +134,7 @@ async def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> TopicRe
             *public_topics(settings),
             changelog_topic(settings),
             partials_topic(settings),
+            forget_topic(settings),
             sentinels,
         ]
         existing = await _partition_counts(admin, wanted)

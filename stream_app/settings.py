@@ -204,6 +204,17 @@ class Settings(BaseSettings):
     churn_min_baseline: Duration = timedelta(days=1)
     churn_std_floor: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
 
+    # Customer lifecycle (contract section 7; stream_app/lifecycle/stages.py holds the rules).
+    # Off by default: it costs a worker about 40 % of its throughput and 3.6 KB per
+    # customer (docs/benchmarks.md, lifecycle).
+    lifecycle_enabled: bool = False
+    lifecycle_new_for: Duration = timedelta(days=30)
+    lifecycle_at_risk_after: Duration = timedelta(days=45)
+    lifecycle_dormant_after: Duration = timedelta(days=120)
+    lifecycle_loyal_purchases: Annotated[int, Field(ge=1, le=1_000_000)] = 4
+    lifecycle_loyal_revenue: Annotated[Decimal, Field(ge=0, le=1_000_000_000)] = Decimal(200)
+    lifecycle_at_risk_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
     # Benchmarks (contract section 8): a shipped profile's name, the path of a profile file,
     # or "none". Read at start; a bad profile stops the start (stream_app/benchmarks).
     benchmark_profile: Annotated[str, Field(min_length=1, max_length=1000)] = "ecommerce"
@@ -379,6 +390,14 @@ class Settings(BaseSettings):
             )
         if not timedelta(seconds=1) <= self.write_timeout <= timedelta(minutes=10):
             raise ValueError("write_timeout: must be between 1s and 10m")
+        if not (
+            timedelta(0) < self.lifecycle_new_for
+            and timedelta(0) < self.lifecycle_at_risk_after < self.lifecycle_dormant_after
+        ):
+            raise ValueError(
+                "lifecycle_new_for and lifecycle_at_risk_after must be positive and "
+                "lifecycle_dormant_after longer than lifecycle_at_risk_after"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -403,6 +422,10 @@ class Settings(BaseSettings):
     @property
     def kpi_alerts_topic(self) -> str:
         return self.topic("kpi-alerts")
+
+    @property
+    def lifecycle_topic(self) -> str:
+        return self.topic("customer-lifecycle")
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -623,6 +623,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> Set
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env
     return Settings(
+        lifecycle_enabled=False,  # these tables are about sections 2 and 4; stages have their own
         windows=(WindowSpec(name=SPEC, size=DAY, step=DAY),),
         attribution_window=timedelta(days=7),
         max_lateness=timedelta(days=31),

@@ -101,6 +101,7 @@ TOOLS = (
     "stream_app.alerts.fprate",
     "stream_app.replay",
     "stream_app.watch",
+    "stream_app.forget",
     "stream_app.lifecycle.evaluate",
 )
 

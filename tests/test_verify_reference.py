@@ -640,7 +640,8 @@ def test_segments_that_exist() -> None:
             click("c1", "e2", 1 * HOUR, campaign="autumn"),
             signup("c1", "e3", 2 * HOUR, "US", campaign="ignored"),  # c1 is active: ignored
             cancel("c2", "e4", 3 * HOUR),  # unknown customer: region unknown
-        ]
+        ],
+        lifecycle_enabled=True,
     )
     assert reference.segments == {
         "all",
@@ -648,6 +649,13 @@ def test_segments_that_exist() -> None:
         "region:unknown",
         "campaign:spring",
         "campaign:autumn",
+        # c2's first event leaves them inactive; c1 is new, then time alone moves them on
+        # (active after 30 days, at risk after 45 days without a purchase, dormant at 120).
+        "lifecycle:churned",
+        "lifecycle:new",
+        "lifecycle:active",
+        "lifecycle:at_risk",
+        "lifecycle:dormant",
     }
 
 
@@ -731,7 +739,8 @@ def test_docs_worked_example_matches_the_reference() -> None:
         expected = reference.expected_kpis(segment, window.start_ms, window.end_ms)
         published = {name: value for name, value in shown.items() if value != "n/a"}
         assert published == {name: json.dumps(value) for name, value in expected.items()}, segment
-    assert set(columns) == reference.segments
+    # The page's table shows every segment but the lifecycle stages (their own section).
+    assert set(columns) == {s for s in reference.segments if not s.startswith("lifecycle:")}
 
 
 def test_derive_kpis_is_what_the_reference_publishes() -> None:

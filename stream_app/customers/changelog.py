@@ -34,6 +34,10 @@ CUSTOMER_APPEND_FROM_BYTES = 16 * 1024
 # Appended parts before a customer is rewritten whole (compacted into the fewest parts).
 MAX_CUSTOMER_PARTS = 32
 PARTIAL_PREFIX = b"p:"
+# A customer's lifecycle state (``lifecycle/tracker.py``): ``l:<customer>``.
+LIFECYCLE_PREFIX = b"l:"
+# The partition's churn model with its pending examples (``lifecycle/risk.py``).
+RISK_KEY = b"r:model"
 # A checkpoint's marker: the prefix plus the writer's generation. Compaction keeps the newest
 # record of each key, so one key per generation keeps each generation's last marker, which
 # confirms every earlier checkpoint of that generation. b"m" alone was the key before.
@@ -49,6 +53,8 @@ def checkpoint_records(
     marker = {VERSION_KEY: FORMAT, "offsets": checkpoint.offsets, "wm": checkpoint.watermark_us}
     if checkpoint.dead_letter_mark is not None:
         marker["dl"] = checkpoint.dead_letter_mark
+    if checkpoint.lifecycle_mark is not None:
+        marker["lc"] = checkpoint.lifecycle_mark
     return tag, [*checkpoint.changelog, (MARKER_PREFIX + generation.encode(), orjson.dumps(marker))]
 
 

@@ -32,6 +32,8 @@ from stream_app.customers import intake
 from stream_app.customers.changelog import CHECKPOINT_HEADER, checkpoint_records
 from stream_app.customers.checkpoints import MAX_BATCH_RECORDS, CheckpointPolicy
 from stream_app.customers.deadletters import DeadLetterLedger
+from stream_app.customers.forget import forget_request
+from stream_app.customers.lifecycle_io import send_changes, sent_lifecycle_changes
 from stream_app.customers.partition import (
     Checkpoint,
     PartialUpdate,
@@ -51,6 +53,7 @@ from stream_app.kafka import (
     aiokafka_options,
     changelog_topic,
     error_text,
+    forget_topic,
     input_topics,
     partials_topic,
 )
@@ -113,12 +116,16 @@ class CustomerEngine(Service):
         }
         self.changelog = changelog_topic(settings)
         self.partials = partials_topic(settings)
+        # ``kpi forget`` requests: consumed with the input, so each lands with the partition
+        # that owns the customer and its offset is committed by the same checkpoints.
+        self.forget_topic = forget_topic(settings)
         self.states: dict[int, PartitionState] = {}
         self.generation = secrets.token_hex(8)
         self._seq = 0
         self._lock = asyncio.Lock()
         self._prefetch = Prefetch()
         self._dead_letter_partitions = 1
+        self._lifecycle_partitions = 1
         self._memo = AssignmentMemo(settings)
         self.schedule = CheckpointPolicy(
             duration_ms(settings.checkpoint_interval) / 1000,
@@ -176,6 +183,10 @@ class CustomerEngine(Service):
         # reads to send none of them twice (customers/deadletters.py).
         dead_letter_partitions = await self.producer.partitions_for(settings.dead_letter_topic)
         self._dead_letter_partitions = max(1, len(dead_letter_partitions or ()))
+        if settings.lifecycle_enabled:
+            # The same for stage changes (customers/lifecycle_io.py).
+            lifecycle_partitions = await self.producer.partitions_for(settings.lifecycle_topic)
+            self._lifecycle_partitions = max(1, len(lifecycle_partitions or ()))
         # Read the partitions this worker owned last while the group join waits (seconds):
         # a restarted worker usually gets them back.
         last = self._memo.read()
@@ -184,7 +195,7 @@ class CustomerEngine(Service):
             [PartitionState(p, settings, self.ctx.clock) for p in last],
             settings,
         )
-        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        self.consumer.subscribe([*self.topics, self.forget_topic], listener=_Rebalance(self))
         await self.consumer.start()
         logger.info("customer stage started (generation %s)", self.generation)
         missing = [
@@ -293,11 +304,31 @@ class CustomerEngine(Service):
         dead = self._apply_batch(batch)
         if dead:
             await self._send_dead_letters(dead)
+        await self._send_lifecycle()
+
+    async def _send_lifecycle(self) -> None:
+        """Send the stage changes decided, acknowledged before any checkpoint follows."""
+        assert self.producer is not None
+        topic = self.ctx.settings.lifecycle_topic
+        for partition, state in self.states.items():
+            if state.lifecycle is not None and state.lifecycle.outbox:
+                await send_changes(
+                    self.producer,
+                    topic,
+                    self._lifecycle_partitions,
+                    partition,
+                    state.lifecycle_sent,
+                    state.lifecycle.take(),
+                    state.lifecycle.risk_of,
+                )
 
     def _apply_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[DeadLetter]:
         """Offer a fetched batch and drain what is ready; returns the dead letters."""
         by_partition: dict[int, list[tuple[EventType, list[Any]]]] = {}
         for tp, records in batch.items():
+            if tp.topic == self.forget_topic:
+                self._forget(tp.partition, records)
+                continue
             by_partition.setdefault(tp.partition, []).append((self.topics[tp.topic], records))
         metrics = self.ctx.metrics
         dead: list[DeadLetter] = []
@@ -324,6 +355,21 @@ class CustomerEngine(Service):
                 metrics.duplicates.inc(result.duplicates)
         self._pending_offsets.update(by_partition)
         return dead
+
+    def _forget(self, partition: int, records: list[Any]) -> None:
+        """Apply ``kpi forget`` requests to the partition's state (idempotent)."""
+        state = self.states.get(partition)
+        if state is None:
+            return  # revoked meanwhile: the next owner reads them
+        for record in records:
+            customer = forget_request(record.value)
+            if customer is None:
+                self._log.warning("forget", "unreadable forget request at offset %d", record.offset)
+                state.forget("", self.forget_topic, record.offset + 1)
+                continue
+            if state.forget(customer, self.forget_topic, record.offset + 1):
+                logger.info("forgot a customer of partition %d", partition)
+        self._pending_offsets.add(partition)
 
     def _lag(self) -> int:
         return sum(self.lags().values())
@@ -624,7 +670,7 @@ class CustomerEngine(Service):
                 self.states[partition] = state
                 self._assigned_at[partition] = time.monotonic()
             for partition, topics in sorted(by_partition.items()):
-                if topics != set(self.topics):
+                if topics - {self.forget_topic} != set(self.topics):
                     logger.error(
                         "partition %d is assigned for %s only: input topics must have the same "
                         "partition count", partition, sorted(topics)
@@ -656,6 +702,21 @@ class CustomerEngine(Service):
             records = reader.replay.records
         finally:
             await reader.close()
+        if state.lifecycle is not None:
+            found, end = await sent_lifecycle_changes(
+                self.ctx.settings,
+                partition % self._lifecycle_partitions,
+                partition,
+                state.lifecycle_sent.recovered_mark,
+            )
+            state.lifecycle_sent.recovered(found, end)
+            if found:
+                logger.info(
+                    "partition %d: %d lifecycle messages sent past the last checkpoint will "
+                    "not be sent again",
+                    partition,
+                    len(found),
+                )
         ledger = state.dead_letters
         ledger.recovered(
             *await sent_dead_letters(

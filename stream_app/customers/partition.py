@@ -7,7 +7,7 @@ runtime (``engine.py``) feeds it raw messages and persists what ``checkpoint`` r
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,11 +22,14 @@ from schemas.parse import unexpected_rejection
 from stream_app.clock import Clock
 from stream_app.customers.changelog import (
     CUSTOMER_PREFIX,
+    LIFECYCLE_PREFIX,
     PART_PREFIX,
     PARTIAL_PREFIX,
+    RISK_KEY,
     customer_records,
     parse_part_key,
     parse_partial_key,
+    part_key,
     partial_key,
 )
 from stream_app.customers.deadletters import DeadLetterLedger
@@ -55,6 +58,11 @@ from stream_app.kpis.windows import (
     fact_grain_us,
     fact_ranges,
 )
+from stream_app.lifecycle.atrisk import AtRiskBoard
+from stream_app.lifecycle.ledger import ChangeLedger
+from stream_app.lifecycle.segments import as_lifecycle
+from stream_app.lifecycle.stages import Rules
+from stream_app.lifecycle.tracker import StageBook
 from stream_app.settings import Settings, duration_ms, format_duration
 
 logger = logging.getLogger(__name__)
@@ -64,6 +72,9 @@ logger = logging.getLogger(__name__)
 PRUNE_SLACK_FRACTION = 16
 # How many untouched customers each checkpoint re-examines for expired events.
 SWEEP_PER_CHECKPOINT = 2_000
+# How often the churn model and its pending examples go to the changelog (seconds): a crash
+# loses at most this much of its learning, never a KPI.
+RISK_DUMP_INTERVAL_S = 30.0
 
 
 class Message(Protocol):
@@ -147,6 +158,8 @@ class Checkpoint:
     watermark_us: int | None
     # Where a next owner looks for dead letters already sent (``DeadLetterLedger.mark``).
     dead_letter_mark: int | None = None
+    # ...and for lifecycle messages already sent (``ChangeLedger.mark``).
+    lifecycle_mark: int | None = None
 
 
 def watermark_tick(
@@ -192,6 +205,24 @@ class PartitionState:
         self.watermark_us: int | None = None
         self.offsets: dict[str, int] = {}
         self.dead_letters = DeadLetterLedger()
+        # Lifecycle stages (contract section 7), unless KPI_LIFECYCLE_ENABLED is false.
+        if settings.lifecycle_enabled:
+            # Here, not at the top: river and its dependencies (a thousand modules, 60,000
+            # objects for every garbage collection to walk) only in a worker that uses them.
+            from stream_app.lifecycle.risk import ChurnRisk
+        self.lifecycle = (
+            StageBook(
+                Rules.from_settings(settings),
+                risk=ChurnRisk(),
+                board=AtRiskBoard(settings.lifecycle_at_risk_size),
+            )
+            if settings.lifecycle_enabled
+            else None
+        )
+        # The model is a pickle of some kilobytes plus a pending example per customer: it
+        # is written every RISK_DUMP_INTERVAL_S, not at every checkpoint.
+        self._risk_dumped_at: float | None = None
+        self.lifecycle_sent = ChangeLedger()
         self._dirty_customers: set[str] = set()
         self._dirty_entries: set[tuple[str, str, int]] = set()
         self._sweep: Iterator[str] = iter(())
@@ -207,7 +238,8 @@ class PartitionState:
         self.heads: dict[str, int] = {}
         # Recovery only: events of big customers' part records, by customer and part index.
         self._loaded_parts: dict[str, dict[int, list[StoredEvent]]] = {}
-        self._stray_parts: set[bytes] = set()
+        # Keys to delete at the next checkpoint: torn part writes, forgotten customers.
+        self._tombstones: set[bytes] = set()
 
     # -- processing --------------------------------------------------------------------
 
@@ -379,13 +411,30 @@ class PartitionState:
                 result.accepted[_RANK_TYPES[rank]] = count
 
         facts = Facts()
+        stages = self.lifecycle
+        stage_facts = Facts()
         for customer, events in pending.items():
             record = customers.get(customer)
             if record is None:
                 record = customers[customer] = CustomerRecord.new()
+            if stages is not None:
+                stages.segment_facts(
+                    customer,
+                    record.events,
+                    events,
+                    self.attribution_us,
+                    stage_facts,
+                    self._grain_us,
+                )
             record.apply(events, self.attribution_us, facts, self._grain_us)
             self._dirty_customers.add(customer)
+            if stages is not None:
+                stages.observe(customer, events, record.end[1])  # sorted by ``apply``
+        if stages is not None:
+            as_lifecycle(stage_facts, facts)
         self._apply_facts(facts)
+        if stages is not None and watermark is not None:
+            stages.advance(watermark)
         return result
 
     def ingest(self, messages: Iterable[RawMessage]) -> IngestResult:
@@ -395,6 +444,31 @@ class PartitionState:
         drained.dead_letters[:0] = offered.dead_letters
         drained.duplicates += offered.duplicates
         return drained
+
+    def forget(self, customer: str, topic: str, next_offset: int) -> bool:
+        """Erase a customer (``kpi forget``): its record, lifecycle and buffered events; the
+        next checkpoint writes tombstones for every changelog key it had and commits
+        ``next_offset`` of the request ``topic``. True if the customer was known."""
+        self._fetched[topic] = max(next_offset, self._fetched.get(topic, 0))
+        record = self.customers.pop(customer, None)
+        known = record is not None
+        if self.lifecycle is not None:
+            known = self.lifecycle.forget(customer) or known
+        kept = [entry for entry in self._buffer if entry[2][0] != customer]
+        if len(kept) != len(self._buffer):
+            self._buffer[:] = kept
+            self._buffered_ids = {entry[2] for entry in kept}
+        self._dirty_customers.discard(customer)
+        if known:
+            parts = record.parts if record is not None else 0
+            self._tombstones.update(
+                (
+                    CUSTOMER_PREFIX + customer.encode(),
+                    LIFECYCLE_PREFIX + customer.encode(),
+                    *(part_key(index, customer) for index in range(1, parts + 1)),
+                )
+            )
+        return known
 
     def next_fetch(self, topic: str) -> int:
         """The offset of the next message of ``topic`` not yet offered."""
@@ -517,11 +591,25 @@ class PartitionState:
     def checkpoint(self) -> Checkpoint:
         """Expire old state, then hand out every changed record and entry since the last call."""
         self._expire()
-        changelog: list[tuple[bytes, bytes | None]] = []
+        # Tombstones first: a customer forgotten and back since then is written after them.
+        changelog: list[tuple[bytes, bytes | None]] = [
+            (key, None) for key in sorted(self._tombstones)
+        ]
+        self._tombstones.clear()
         for customer in self._dirty_customers:
             changelog.extend(customer_records(customer, self.customers[customer]))
-        changelog.extend((key, None) for key in sorted(self._stray_parts))
-        self._stray_parts.clear()
+        if self.lifecycle is not None:
+            changelog.extend(
+                (LIFECYCLE_PREFIX + customer.encode(), value)
+                for customer, value in self.lifecycle.changed_records()
+            )
+            risk = self.lifecycle.risk
+            now = self.clock().timestamp()
+            if risk is not None and (
+                self._risk_dumped_at is None or now - self._risk_dumped_at >= RISK_DUMP_INTERVAL_S
+            ):
+                changelog.append((RISK_KEY, risk.dump()))
+                self._risk_dumped_at = now
         by_segment: dict[str, list[tuple[str, int, list[int] | None]]] = {}
         for spec_name, segment, k in sorted(self._dirty_entries):
             vector = self.partials[(spec_name, segment)].diffs.get(k)
@@ -541,7 +629,15 @@ class PartitionState:
         self._dirty_entries.clear()
         self.offsets = self.committed_offsets()
         mark = self.dead_letters.mark(self.offsets)
-        return Checkpoint(changelog, updates, dict(self.offsets), self.watermark_us, mark)
+        horizon = None if self.watermark_us is None else self.watermark_us - self.lateness_us
+        return Checkpoint(
+            changelog,
+            updates,
+            dict(self.offsets),
+            self.watermark_us,
+            mark,
+            self.lifecycle_sent.mark(horizon),
+        )
 
     def full_updates(self) -> list[PartialUpdate]:
         """Every entry of every segment: what the segment stage needs to resynchronise."""
@@ -567,10 +663,10 @@ class PartitionState:
             # ``prune`` does nothing unless the first event is due; most are recent.
             events = dirty.events
             if events and events[0][0] < keep_from:
-                dirty.prune(keep_from, self.attribution_us, slack_us)
+                self._prune(customer, dirty, keep_from, slack_us)
         for customer in self._sweep_batch():
             record = self.customers.get(customer)
-            if record is not None and record.prune(keep_from, self.attribution_us, slack_us):
+            if record is not None and self._prune(customer, record, keep_from, slack_us):
                 self._dirty_customers.add(customer)
         # No event older than watermark - lateness is accepted any more, and a fact moves no
         # window entry before its event (or, for conversions, the click it converts).
@@ -581,6 +677,16 @@ class PartitionState:
                 if spec_name == spec.name:
                     for k in array.compact(below):
                         self._dirty_entries.add((spec_name, segment, k))
+
+    def _prune(self, customer: str, record: CustomerRecord, keep_from: int, slack_us: int) -> bool:
+        """``record.prune``, and the lifecycle pass's base follows it."""
+        events = record.events
+        dropped = events[: bisect_left(events, [keep_from])] if self.lifecycle is not None else []
+        if not record.prune(keep_from, self.attribution_us, slack_us):
+            return False
+        if self.lifecycle is not None:
+            self.lifecycle.pruned(customer, dropped, self.attribution_us)
+        return True
 
     def _sweep_batch(self) -> list[str]:
         """The next customers of a round-robin walk, so idle customers expire too."""
@@ -606,6 +712,18 @@ class PartitionState:
                 parts.pop(index, None)
             else:
                 parts[index] = orjson.loads(value)["ev"]
+        elif key == RISK_KEY:
+            if self.lifecycle is not None and value is not None:
+                from stream_app.lifecycle.risk import ChurnRisk, RiskFormatError
+
+                try:
+                    self.lifecycle.risk = ChurnRisk.load(value)
+                except RiskFormatError as exc:
+                    logger.error("partition %d: churn model not restored, learning afresh: %s",
+                                 self.partition, exc)  # fmt: skip
+        elif key.startswith(LIFECYCLE_PREFIX):
+            if self.lifecycle is not None:
+                self.lifecycle.load(key[len(LIFECYCLE_PREFIX) :].decode(), value)
         elif key.startswith(PARTIAL_PREFIX):
             spec_name, segment, k = parse_partial_key(key)
             array = self.partials.setdefault((spec_name, segment), DiffArray())
@@ -621,6 +739,8 @@ class PartitionState:
         self.watermark_us = marker.get("wm")
         mark = marker.get("dl")
         self.dead_letters.recovered_mark = mark if type(mark) is int and mark >= 0 else None
+        mark = marker.get("lc")
+        self.lifecycle_sent.recovered_mark = mark if type(mark) is int and mark >= 0 else None
 
     def mark_dirty(self, key: bytes) -> None:
         """Rewrite this key at the next checkpoint (it had a torn, uncommitted write)."""
@@ -633,13 +753,15 @@ class PartitionState:
                 if record is None or index > record.parts:
                     # A torn write of a part the customer does not have: nothing would ever
                     # overwrite it, so a tombstone does.
-                    self._stray_parts.add(key)
+                    self._tombstones.add(key)
             if customer in self.customers:
                 self._dirty_customers.add(customer)
         elif key.startswith(PARTIAL_PREFIX):
             spec_name, segment, k = parse_partial_key(key)
             self.partials.setdefault((spec_name, segment), DiffArray())
             self._dirty_entries.add((spec_name, segment, k))
+        elif key.startswith(LIFECYCLE_PREFIX) and self.lifecycle is not None:
+            self.lifecycle.dirty.add(key[len(LIFECYCLE_PREFIX) :].decode())
 
     def finish_recovery(self) -> None:
         # Only customers with part records can have parts: the others stay encoded.
@@ -656,3 +778,5 @@ class PartitionState:
         self._loaded_parts.clear()
         for array in self.partials.values():
             array.take_dirty()
+        if self.lifecycle is not None:
+            self.lifecycle.finish_recovery()

@@ -13,6 +13,7 @@ from typing import Final
 
 from schemas import CAMPAIGN_KPIS, SEGMENT_KPIS
 from schemas.cohort import GRAINS, Grain
+from schemas.lifecycle import LIFECYCLE_SEGMENT_PREFIX, STAGES
 
 API: Final = "/api/v1"
 # GET /api/v1/cohorts without ``grain``: weekly cohorts, the finer of the two.
@@ -90,12 +91,15 @@ def segment(text: str | None, *, default: str | None = None) -> str:
         return text
     if sep and kind == "region" and _REGION.fullmatch(rest):
         return text
+    if sep and kind + sep == LIFECYCLE_SEGMENT_PREFIX and rest in set(STAGES):
+        return text
     if sep and kind == "campaign" and 1 <= len(rest) <= 128 and not _SPACE_OR_CONTROL.search(rest):
         return text
     raise BadParameterError(
         f"segment: {_show(text)} is not a segment: all, region:<REGION> (letters, digits, "
-        "'_' or '-') or campaign:<campaign_id> (1 to 128 characters, no spaces or control "
-        "characters)"
+        "'_' or '-'), lifecycle:<stage> ("
+        + ", ".join(STAGES)
+        + ") or campaign:<campaign_id> (1 to 128 characters, no spaces or control characters)"
     )
 
 

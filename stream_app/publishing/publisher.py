@@ -23,6 +23,7 @@ from stream_app.kpis.formulas import counts_from_vector
 from stream_app.kpis.registry import derive_kpis, segment_kind
 from stream_app.kpis.windows import DiffArray, Spec
 from stream_app.metrics import Metrics, RateLimitedLog
+from stream_app.publishing.atrisk import Boards, write_at_risk
 from stream_app.redis_keys import (
     UPDATES_STREAM,
     history_key,
@@ -111,6 +112,7 @@ class Publisher:
         metrics: Metrics,
         clock: Clock,
         monotonic: Callable[[], float] = time.monotonic,
+        at_risk: Boards = lambda: [],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -120,6 +122,8 @@ class Publisher:
         self.metrics = metrics
         self.clock = clock
         self.monotonic = monotonic
+        # The owned customer partitions' churn risks, for the at-risk sets.
+        self.at_risk = at_risk
         self.specs = [Spec.from_window(window) for window in settings.windows]
         self.interval_s = duration_ms(settings.publish_interval) / 1000
         self.history_interval_s = max(HISTORY_INTERVAL_S, self.interval_s)
@@ -187,6 +191,10 @@ class Publisher:
                     if catching_up:
                         backlog_budget -= len(item[5])
                     work.append(item)
+        try:
+            await write_at_risk(self.redis, self.at_risk(), self.settings.lifecycle_at_risk_size)
+        except (RedisError, OSError) as exc:
+            return self._redis_failed(now, exc)
         if not work and not retiring:
             return 0
         try:
@@ -237,6 +245,8 @@ class Publisher:
         Kafka kept what it was sent: a snapshot whose counts and watermark did not change
         since goes to Redis only (hash, channel, stream), so the topic gets no second copy.
         """
+        for board in self.at_risk():
+            board.rewrite_all()
         for published in self._published.values():
             published.restore = True
             published.at = float("-inf")

@@ -27,7 +27,9 @@ from schemas import (
 from stream_app.eventlog import LogRecord, read_log
 from stream_app.kpis.formulas import BASE_COUNTS, KpiValue, to_micros
 from stream_app.kpis.registry import derive_kpis, is_csat_satisfied, nps_category, segment_kind
+from stream_app.lifecycle.stages import Rules
 from stream_app.settings import Settings, WindowSpec
+from stream_app.verify.lifecycle import StageWalk
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +188,7 @@ class _Click:
     region: str
     campaign_id: str
     converted: bool = False
+    stage: str | None = None  # the lifecycle segment of the click, if any
 
 
 @dataclass
@@ -218,59 +221,93 @@ class Facts:
             self.segments.add(segment)
 
 
-def fold_customer(events: Iterable[Event], attribution_us: int, facts: Facts) -> None:
-    """Apply one customer's events in (time, rank, id) order and record what each one counts."""
+def fold_customer(
+    events: Iterable[Event], attribution_us: int, facts: Facts, rules: Rules | None = None
+) -> None:
+    """Apply one customer's events in (time, rank, id) order and record what each one counts.
+
+    With ``rules``, each event also counts in its ``lifecycle:<stage>`` segment (``StageWalk``).
+    """
     customer = _Customer()
+    walk = None if rules is None else StageWalk(rules)
     for event in sorted(events, key=fold_order):
         time_us = epoch_us(event.occurred_at)
+        stage: list[str] = []
+        if walk is not None:
+            stage.append(
+                walk.before(
+                    time_us, customer.active, _profile_update(event, time_us),
+                    facts.activity, facts.segments,
+                )
+            )  # fmt: skip
         if isinstance(event, Signup):
-            _signup(customer, event, time_us, facts)
+            _signup(customer, event, time_us, facts, stage)
         elif isinstance(event, Cancellation):
-            _cancellation(customer, time_us, facts)
+            _cancellation(customer, time_us, facts, stage)
         elif isinstance(event, Purchase):
-            _purchase(customer, event, time_us, attribution_us, facts)
+            _purchase(customer, event, time_us, attribution_us, facts, stage)
         elif isinstance(event, CampaignClick):
-            _click(customer, event, time_us, facts)
+            _click(customer, event, time_us, facts, stage)
         else:
-            _survey(customer, event, time_us, facts)
+            _survey(customer, event, time_us, facts, stage)
         # After applying, the customer's region is the event's segment region in every case:
         # an effective signup counts in its new region, nothing else changes the region.
         facts.segments.add(region_segment(customer.region))
+    if walk is not None:
+        walk.finish(customer.active, facts.activity, facts.segments)
 
 
-def _signup(customer: _Customer, event: Signup, time_us: int, facts: Facts) -> None:
+def _profile_update(event: Event, time_us: int) -> tuple[str, int, int | str | None, int | None]:
+    if isinstance(event, Purchase):
+        return ("purchase", time_us, to_micros(event.amount), None)
+    if isinstance(event, Survey):
+        return ("survey", time_us, event.survey_type, event.score)
+    return (event.event_type, time_us, None, None)
+
+
+def _signup(
+    customer: _Customer, event: Signup, time_us: int, facts: Facts, stage: list[str]
+) -> None:
     if customer.active:
         return
     customer.active = True
     customer.region = event.region
     customer.campaign_id = event.campaign_id
     region = region_segment(event.region)
-    facts.add([ALL_SEGMENT, region], "new_customers", time_us)
+    facts.add([ALL_SEGMENT, region, *stage], "new_customers", time_us)
     if event.campaign_id is not None:
         facts.add([campaign_segment(event.campaign_id)], "new_customers", time_us)
-    for segment in (ALL_SEGMENT, region):
+    for segment in (ALL_SEGMENT, region, *stage):
         facts.activity[segment].append((time_us, +1))
 
 
-def _cancellation(customer: _Customer, time_us: int, facts: Facts) -> None:
+def _cancellation(customer: _Customer, time_us: int, facts: Facts, stage: list[str]) -> None:
     if not customer.active:
         # Ignored by the rules, but still an event in its segment region (contract section
         # 4, "segment region of each event"): the engine counts it so the segment exists.
-        facts.add([ALL_SEGMENT, region_segment(customer.region)], "ignored_cancellations", time_us)
+        facts.add(
+            [ALL_SEGMENT, region_segment(customer.region), *stage], "ignored_cancellations", time_us
+        )
         return
     customer.active = False
     # The region is kept: while a customer is active it cannot change, so the -1 lands in the
-    # same region segment as the +1 of the signup that activated them.
+    # same region segment as the +1 of the signup that activated them. The stage is where the
+    # activity sits at the cancellation (moves follow the stage while active).
     region = region_segment(customer.region)
-    facts.add([ALL_SEGMENT, region], "churned_customers", time_us)
-    for segment in (ALL_SEGMENT, region):
+    facts.add([ALL_SEGMENT, region, *stage], "churned_customers", time_us)
+    for segment in (ALL_SEGMENT, region, *stage):
         facts.activity[segment].append((time_us, -1))
 
 
 def _purchase(
-    customer: _Customer, event: Purchase, time_us: int, attribution_us: int, facts: Facts
+    customer: _Customer,
+    event: Purchase,
+    time_us: int,
+    attribution_us: int,
+    facts: Facts,
+    stage: list[str],
 ) -> None:
-    segments = [ALL_SEGMENT, region_segment(customer.region)]
+    segments = [ALL_SEGMENT, region_segment(customer.region), *stage]
     amount = to_micros(event.amount)
     facts.add(segments, "orders", time_us)
     facts.add(segments, "revenue_micros", time_us, amount)
@@ -285,24 +322,32 @@ def _purchase(
         ALL_SEGMENT,
         region_segment(click.region),
         campaign_segment(click.campaign_id),
+        *([] if click.stage is None else [click.stage]),
     ]
     facts.add(click_segments, "converted_clicks", click.time_us)
     facts.add(click_segments, "attributed_revenue_micros", click.time_us, amount)
 
 
-def _click(customer: _Customer, event: CampaignClick, time_us: int, facts: Facts) -> None:
+def _click(
+    customer: _Customer, event: CampaignClick, time_us: int, facts: Facts, stage: list[str]
+) -> None:
     segments = [
         ALL_SEGMENT,
         region_segment(customer.region),
         campaign_segment(event.campaign_id),
+        *stage,
     ]
     facts.add(segments, "clicks", time_us)
     facts.add(segments, "spend_micros", time_us, to_micros(event.cost))
-    customer.last_click = _Click(time_us, customer.region, event.campaign_id)
+    customer.last_click = _Click(
+        time_us, customer.region, event.campaign_id, stage=stage[0] if stage else None
+    )
 
 
-def _survey(customer: _Customer, event: Survey, time_us: int, facts: Facts) -> None:
-    segments = [ALL_SEGMENT, region_segment(customer.region)]
+def _survey(
+    customer: _Customer, event: Survey, time_us: int, facts: Facts, stage: list[str]
+) -> None:
+    segments = [ALL_SEGMENT, region_segment(customer.region), *stage]
     if event.survey_type == "nps":
         facts.add(segments, "nps_responses", time_us)
         facts.add(segments, nps_category(event.score), time_us)
@@ -441,8 +486,9 @@ def build_reference(
         by_customer[event.customer_id].append(event)
     facts = Facts()
     attribution_us = settings.attribution_window // _MICROSECOND
+    rules = Rules.from_settings(settings) if settings.lifecycle_enabled else None
     for customer_events in by_customer.values():
-        fold_customer(customer_events, attribution_us, facts)
+        fold_customer(customer_events, attribution_us, facts, rules)
     return Reference(
         watermark=watermark,
         segments=frozenset(facts.segments),

@@ -225,6 +225,7 @@
     if (segment === "all") return "All customers";
     const [kind, ...rest] = segment.split(":");
     const name = rest.join(":");
+    if (kind === "lifecycle") return `Stage ${name.replace("_", " ")}`;
     return kind === "region" ? `Region ${name}` : kind === "campaign" ? `Campaign ${name}` : segment;
   }
 
@@ -234,12 +235,14 @@
     known.add(state.segment);
     const regions = [...known].filter((s) => s.startsWith("region:")).sort();
     const campaigns = [...known].filter((s) => s.startsWith("campaign:")).sort();
-    const wanted = ["all", ...regions, ...campaigns].join("\n");
+    const stages = [...known].filter((s) => s.startsWith("lifecycle:")).sort();
+    const wanted = ["all", ...regions, ...stages, ...campaigns].join("\n");
     if (select.dataset.options === wanted) return;
     select.dataset.options = wanted;
     select.replaceChildren();
     select.append(new Option(segmentLabel("all"), "all"));
-    for (const [label, list] of [["Regions", regions], ["Campaigns", campaigns]]) {
+    const groups = [["Regions", regions], ["Lifecycle stages", stages], ["Campaigns", campaigns]];
+    for (const [label, list] of groups) {
       if (!list.length) continue;
       const group = document.createElement("optgroup");
       group.label = label;

@@ -1,0 +1,1 @@
+"""``kpi forget``: erase a customer from the processor (contract section 7)."""
