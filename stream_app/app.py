@@ -147,12 +147,31 @@ def _register_publisher(app: faust.App, ctx: AppContext, owned: Callable[[], set
         key_serializer="raw",
         value_serializer="raw",
     )
+    cohort_topic = app.topic(
+        settings.kpi_cohorts_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     partials = partials_topic(settings)
 
     async def kafka_send(key: bytes, value: bytes) -> None:
         await updates.send(key=key, value=value)
 
-    publisher = Publisher(settings, ctx.store, redis, kafka_send, owned, ctx.metrics, ctx.clock)
+    async def cohort_send(key: bytes, value: bytes) -> None:
+        await cohort_topic.send(key=key, value=value)
+
+    publisher = Publisher(
+        settings,
+        ctx.store,
+        redis,
+        kafka_send,
+        owned,
+        ctx.metrics,
+        ctx.clock,
+        cohort_send=cohort_send,
+    )
     ctx.publisher = publisher
 
     @app.timer(interval=PUBLISH_TICK_S)  # type: ignore[untyped-decorator]

@@ -14,12 +14,16 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import orjson
+import redis
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas import Alert, CampaignSnapshot, SegmentSnapshot
+from schemas.cohort import Cohort, Grain
 from schemas.timestamps import UtcDatetime
+from stream_app.kpis.cohorts import cohort_field, to_us
 from stream_app.kpis.formulas import SegmentKind
 from stream_app.kpis.registry import KPI_BY_NAME, segment_kind
+from stream_app.redis_keys import cohorts_key
 
 Kind = Literal["count", "money", "percent", "score", "ratio"]
 
@@ -226,3 +230,28 @@ def parse_alert(data: bytes | str) -> AlertRow | None:
         raw["summary"],
         fired_at,
     )
+
+
+def decode_cohorts(fields: Mapping[bytes | str, bytes | str]) -> list[Cohort]:
+    """The valid cohorts of a hash ``kpi-cohorts:<grain>:<segment>``, newest first.
+
+    A field that is not a cohort (undecodable, failing the contract, or filed under another
+    start than its own) is left out: what Redis holds is untrusted.
+    """
+    cohorts: list[Cohort] = []
+    for name, value in fields.items():
+        try:
+            cohort = Cohort.model_validate_json(value)
+        except ValidationError:
+            continue
+        field_name = name.decode(errors="replace") if isinstance(name, bytes) else name
+        if cohort_field(to_us(cohort.cohort_start)) == field_name:
+            cohorts.append(cohort)
+    return sorted(cohorts, key=lambda cohort: cohort.cohort_start, reverse=True)
+
+
+def read_cohorts(client: redis.Redis, grain: Grain, segment: str) -> list[Cohort]:
+    """The published cohorts of one grain and segment (sync client; ``decode_cohorts`` for
+    others)."""
+    fields: Any = client.hgetall(cohorts_key(grain, segment))
+    return decode_cohorts(fields)

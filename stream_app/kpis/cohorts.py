@@ -27,7 +27,7 @@ def to_datetime(t_us: int) -> datetime:
     return EPOCH + timedelta(microseconds=t_us)
 
 
-def _to_us(moment: datetime) -> int:
+def to_us(moment: datetime) -> int:
     return (moment - EPOCH) // _MICROSECOND
 
 
@@ -39,7 +39,7 @@ def _month_index(t_us: int) -> int:
 
 def _month_start(index: int) -> int:
     year, month = divmod(index, 12)
-    return _to_us(datetime(1970 + year, month + 1, 1, tzinfo=UTC))
+    return to_us(datetime(1970 + year, month + 1, 1, tzinfo=UTC))
 
 
 def cohort_start(t_us: int, grain: Grain) -> int:
@@ -156,3 +156,14 @@ def published_cohorts(
             if cohort is not None:
                 found[(grain, start)] = cohort
     return found
+
+
+def cohort_field(start_us: int) -> str:
+    """A cohort's field in its Redis hash: its start in RFC 3339, UTC, as the JSON writes it."""
+    return to_datetime(start_us).isoformat().replace("+00:00", "Z")
+
+
+def shape(start_us: int, watermark_us: int, grain: Grain) -> int:
+    """What of a cohort the watermark decides (its published and complete periods), as one
+    number: a cohort whose sums did not change is published again only when this moves."""
+    return min(period_of(start_us, watermark_us, grain), COHORT_DEPTH[grain])
