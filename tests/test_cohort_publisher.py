@@ -116,7 +116,7 @@ async def test_cohorts_are_published_coalesced_and_rewritten_when_redis_comes_ba
 
 def _keys(sync: redis.Redis) -> list[tuple[str, str]]:
     names: Any = sync.keys("kpi-cohorts:*")
-    return [tuple(name.decode().split(":", 2)[1:]) for name in names]  # type: ignore[misc]
+    return [tuple(name.decode().split(":", 2)[1:]) for name in names]
 
 
 def test_read_cohorts_refuses_what_is_not_a_cohort(private_redis: str) -> None:

@@ -7,7 +7,9 @@ the published cohorts are compared with ``kpi verify``'s own recount
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -267,3 +269,40 @@ def test_scrambled_traffic_matches_the_recount(
     assert sum(len(cohorts) for cohorts in expected.values()) > 20
     assert cohorts_of(store, watermark_us) == expected
     assert FORMAT >= 4
+
+
+def test_the_worked_example_of_docs_metrics_md() -> None:
+    """The page's table, row by row, from the workers' own computation (and the recount)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    section = text.split("## Cohort retention", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```jsonl\n(.*?)```", section, re.S)
+    assert block is not None
+    records = [LogRecord.from_line(line) for line in block.group(1).splitlines() if line.strip()]
+    state, store = run(records)
+    found = cohorts_of(store, state.watermark_us or 0)
+    assert found == expected_cohorts(
+        filter_records(records, Settings()).events, _watermark(state), fold_order
+    )
+    rows = [
+        line
+        for line in section.splitlines()
+        if line.startswith("| week") or line.startswith("| month")
+    ]
+    assert len(rows) == 9
+    for row in rows:
+        grain, start, segment, size, k, *figures = (
+            cell.strip() for cell in row.strip("|").split("|")
+        )
+        cohort = found[(grain, segment)][  # type: ignore[index]
+            epoch_us(datetime.fromisoformat(start).replace(tzinfo=UTC))
+        ]
+        period = cohort.periods[int(k)]
+        shown = [
+            str(period.complete).lower(), str(period.active), str(period.retention),
+            period.revenue, period.revenue_per_customer,
+        ]  # fmt: skip
+        assert (str(cohort.size), shown) == (size, figures), row
+    # Every cohort of ``all`` is in the table.
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    listed = {(cell[0], cell[1]) for cell in cells if cell[2] == "all"}
+    assert len(listed) == sum(len(c) for (_g, segment), c in found.items() if segment == "all")
