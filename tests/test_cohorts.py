@@ -134,6 +134,7 @@ def test_the_cohort_is_fixed_at_the_first_signup_even_when_it_arrives_late() -> 
         signup("a", "a2", MONDAY + 10 * day, region="NA", campaign="late"),
         buy("a", "a3", MONDAY + 11 * day, "7.00"),
         cancel("a", "a4", MONDAY + 12 * day),
+        cancel("a", "a4b", MONDAY + 12 * day + timedelta(hours=1)),  # ignored: inactive
         signup("a", "a5", MONDAY + 13 * day, region="APAC"),  # a re-signup: same cohort
         # Late (within the lateness bound): the true first signup, a week earlier.
         signup("a", "a1", MONDAY + 1 * day, region="EU", campaign="early"),

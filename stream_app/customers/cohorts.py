@@ -19,7 +19,8 @@ A purchase before the customer's first signup belongs to no cohort: they were in
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from functools import lru_cache
 
 from schemas.cohort import COHORT_DEPTH, GRAINS, Grain
 from stream_app.customers.timeline import (
@@ -40,7 +41,7 @@ from stream_app.kpis.cohorts import (
     cohort_spec,
     cohort_start,
     oldest_published_start,
-    period_of,
+    period_end,
 )
 from stream_app.kpis.formulas import BASE_INDEX
 from stream_app.kpis.windows import WIDTH
@@ -48,6 +49,9 @@ from stream_app.kpis.windows import WIDTH
 _NEW = BASE_INDEX["new_customers"]
 _CHURNED = BASE_INDEX["churned_customers"]
 _REVENUE = BASE_INDEX["revenue_micros"]
+_DAY_US = 24 * 3600 * 1_000_000
+# (time, change of active customers, revenue in micro-units)
+Move = tuple[int, int, int]
 # Ranks that can move a cohort figure; clicks and surveys never do, and cost nothing here.
 COHORT_RANKS = frozenset((SIGNUP, CANCELLATION, PURCHASE))
 
@@ -55,22 +59,37 @@ COHORT_RANKS = frozenset((SIGNUP, CANCELLATION, PURCHASE))
 class CohortDeltas:
     """A batch's cohort changes: per (cohort spec, segment), vectors by period index."""
 
-    __slots__ = ("attribution_us", "changes", "oldest")
+    __slots__ = ("_pending", "attribution_us", "oldest")
 
     def __init__(self, attribution_us: int, watermark_us: int | None) -> None:
         self.attribution_us = attribution_us
-        self.changes: dict[tuple[str, str], dict[int, list[int]]] = {}
         # Cohorts older than these are no longer published: nothing is kept for them.
         self.oldest: dict[Grain, int] = {
             grain: (oldest_published_start(watermark_us, grain) if watermark_us is not None else 0)
             for grain in GRAINS
         }
+        # Per (day, region, campaign) of first signups: the size change and the dated changes.
+        # Customers whose first signups share a day share every cohort and segment, so a
+        # busy batch turns into vectors once per such key instead of once per customer.
+        self._pending: dict[tuple[int, str, str | None], tuple[list[int], list[Move]]] = {}
 
     def apply(
         self, record: CustomerRecord, new_events: list[StoredEvent], facts: Facts, grain_us: int
     ) -> None:
         """``record.apply`` for a batch holding a signup, cancellation or purchase."""
         old = record.first
+        if not any(event[1] == SIGNUP or event[1] == CANCELLATION for event in new_events):
+            # Purchases alone, the common case, decide nothing: whatever their place in the
+            # customer's history, each adds its amount at its time and moves nothing else.
+            record.apply(new_events, self.attribution_us, facts, grain_us)
+            if old is not None:
+                first_us = old.t_us
+                self._move(
+                    old,
+                    [(e[0], 0, e[3]) for e in new_events if e[1] == PURCHASE and e[0] >= first_us],
+                    0,
+                )
+            return
         new = earliest_signup(new_events, old)
         if new is not old:
             if old is not None:
@@ -98,7 +117,7 @@ class CohortDeltas:
     def _add(self, first: FirstSignup, facts: Facts, size: int) -> None:
         """Add the ``all`` facts at or after the first signup to its cohorts (``size`` too)."""
         sign = size if size else 1
-        moves: list[tuple[int, int, int]] = []
+        moves: list[Move] = []
         for (segment, t), vector in facts.points.items():
             if segment != "all" or t < first.t_us:
                 continue
@@ -106,27 +125,71 @@ class CohortDeltas:
             revenue = vector[_REVENUE]
             if active or revenue:
                 moves.append((t, sign * active, sign * revenue))
+        self._move(first, moves, size)
+
+    def _move(self, first: FirstSignup, moves: list[Move], size: int) -> None:
+        """Note ``(time, active, revenue)`` changes and ``size`` for the customer's cohorts."""
         if not moves and not size:
             return
-        segments = first.segments()
-        for grain in GRAINS:
-            start = cohort_start(first.t_us, grain)
-            if start < self.oldest[grain]:
-                continue
-            spec = cohort_spec(grain, start)
-            depth = COHORT_DEPTH[grain]
-            for segment in segments:
-                periods = self.changes.get((spec, segment))
-                if periods is None:
-                    periods = self.changes[(spec, segment)] = {}
-                if size:
-                    _vector(periods, 0)[SIZE] += size
+        key = (first.t_us // _DAY_US, first.region, first.campaign)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = ([0], [])
+        pending[0][0] += size
+        pending[1].extend(moves)
+
+    def changes(self) -> dict[tuple[str, str], dict[int, list[int]]]:
+        """The batch's changes: per (cohort spec, segment), vectors by period index."""
+        changes: dict[tuple[str, str], dict[int, list[int]]] = {}
+        for (day, region, campaign), ((size,), moves) in self._pending.items():
+            segments = _segments(region, campaign)
+            for grain, start, spec, ends in _cohorts_of_day(day):
+                if start < self.oldest[grain]:
+                    continue
+                depth = len(ends)
+                sums: dict[int, list[int]] = {}
                 for t, active, revenue in moves:
-                    k = period_of(start, t, grain)
-                    if k < depth:  # later periods are never published (docs/metrics.md)
+                    # Later periods than the depth are never published (docs/metrics.md).
+                    k = bisect_right(ends, t)
+                    if k < depth:
+                        both = sums.get(k)
+                        if both is None:
+                            sums[k] = [active, revenue]
+                        else:
+                            both[0] += active
+                            both[1] += revenue
+                for segment in segments:
+                    periods = changes.get((spec, segment))
+                    if periods is None:
+                        periods = changes[(spec, segment)] = {}
+                    if size:
+                        _vector(periods, 0)[SIZE] += size
+                    for k, (active, revenue) in sums.items():
                         vector = _vector(periods, k)
                         vector[ACTIVE] += active
                         vector[REVENUE] += revenue
+        return changes
+
+
+@lru_cache(maxsize=4096)
+def _segments(region: str, campaign: str | None) -> tuple[str, ...]:
+    return FirstSignup(0, "", region, campaign).segments()
+
+
+@lru_cache(maxsize=4096)
+def _cohorts_of_day(day: int) -> tuple[tuple[Grain, int, str, tuple[int, ...]], ...]:
+    """For first signups on a day: per grain the cohort start, spec name and period ends.
+
+    Cohorts start at midnight, so a day's signups share them. Period ``k`` holds the times
+    before the ``k``-th end and from the one before it on (``period_of``, without a date per
+    time).
+    """
+    found = []
+    for grain in GRAINS:
+        start = cohort_start(day * _DAY_US, grain)
+        ends = tuple(period_end(start, k, grain) for k in range(COHORT_DEPTH[grain]))
+        found.append((grain, start, cohort_spec(grain, start), ends))
+    return tuple(found)
 
 
 def _vector(periods: dict[int, list[int]], k: int) -> list[int]:

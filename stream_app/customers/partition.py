@@ -505,7 +505,7 @@ class PartitionState:
         """Add a batch's cohort changes to their arrays (indexed by period, not window end)."""
         partials = self.partials
         dirty = self._dirty_entries
-        for (spec_name, segment), periods in cohorts.changes.items():
+        for (spec_name, segment), periods in cohorts.changes().items():
             array = partials.get((spec_name, segment))
             if array is None:
                 array = partials[(spec_name, segment)] = DiffArray()
