@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter
 
 from schemas.cohort import COHORT_DEPTH, GRAINS, Grain
 from stream_app.customers.timeline import (
@@ -52,8 +54,10 @@ _REVENUE = BASE_INDEX["revenue_micros"]
 _DAY_US = 24 * 3600 * 1_000_000
 # (time, change of active customers, revenue in micro-units)
 Move = tuple[int, int, int]
-# Ranks that can move a cohort figure; clicks and surveys never do, and cost nothing here.
-COHORT_RANKS = frozenset((SIGNUP, CANCELLATION, PURCHASE))
+# A stored event's rank (its kind); clicks and surveys move no cohort figure.
+_rank = itemgetter(1)
+_time, _active, _revenue = itemgetter(0), itemgetter(1), itemgetter(2)
+_STATE = frozenset((SIGNUP, CANCELLATION))
 
 
 class CohortDeltas:
@@ -76,34 +80,39 @@ class CohortDeltas:
     def apply(
         self, record: CustomerRecord, new_events: list[StoredEvent], facts: Facts, grain_us: int
     ) -> None:
-        """``record.apply`` for a batch holding a signup, cancellation or purchase."""
+        """``record.apply``, and the batch's cohort changes it implies."""
+        ranks = set(map(_rank, new_events))  # no bytecode per event: most are clicks
         old = record.first
-        if not any(event[1] == SIGNUP or event[1] == CANCELLATION for event in new_events):
-            # Purchases alone, the common case, decide nothing: whatever their place in the
-            # customer's history, each adds its amount at its time and moves nothing else.
+        if SIGNUP not in ranks and CANCELLATION not in ranks:
             record.apply(new_events, self.attribution_us, facts, grain_us)
-            if old is not None:
-                first_us = old.t_us
-                self._move(
-                    old,
-                    [(e[0], 0, e[3]) for e in new_events if e[1] == PURCHASE and e[0] >= first_us],
-                    0,
-                )
+            if PURCHASE in ranks and old is not None:
+                self._move(old, _purchases(new_events, old.t_us), 0)
             return
         new = earliest_signup(new_events, old)
-        if new is not old:
-            if old is not None:
-                self._add(old, self._contribution(record, old), -1)
+        events = record.events
+        if (not events or events[-1] < min(new_events)) and (old is None or new is old):
+            # After everything the customer had, the usual case: the change is the new
+            # events' own, from where the customer stood. Which signups and cancellations
+            # take effect is the fold's decision (on them alone: nothing else moves it).
+            before = record.end
             record.apply(new_events, self.attribution_us, facts, grain_us)
+            if new is None:
+                return
             record.first = new
-            assert new is not None
+            decisions = Facts()
+            changes = [e for e in new_events if e[1] in _STATE]
+            fold(before, changes, self.attribution_us, decisions)
+            self._add(new, decisions, 0 if new is old else 1)
+            self._move(new, _purchases(new_events, new.t_us), 0)
+            return
+        # Out of order, or a signup earlier than the first known: the customer's whole
+        # contribution moves (rare: events from the first signup on are all retained).
+        if old is not None:
+            self._add(old, self._contribution(record, old), -1)
+        record.apply(new_events, self.attribution_us, facts, grain_us)
+        if new is not None:
+            record.first = new
             self._add(new, self._contribution(record, new), 1)
-        elif old is None:
-            record.apply(new_events, self.attribution_us, facts, grain_us)
-        else:
-            exact = Facts()
-            record.apply(new_events, self.attribution_us, facts, grain_us, exact)
-            self._add(old, exact, 0)
 
     def _contribution(self, record: CustomerRecord, first: FirstSignup) -> Facts:
         """The facts of the customer's events from their first signup on."""
@@ -143,32 +152,38 @@ class CohortDeltas:
         changes: dict[tuple[str, str], dict[int, list[int]]] = {}
         for (day, region, campaign), ((size,), moves) in self._pending.items():
             segments = _segments(region, campaign)
+            # In time order, each grain's periods are runs of moves: found and summed in C.
+            moves.sort()
+            times = list(map(_time, moves))
             for grain, start, spec, ends in _cohorts_of_day(day):
                 if start < self.oldest[grain]:
                     continue
-                depth = len(ends)
-                sums: dict[int, list[int]] = {}
-                for t, active, revenue in moves:
+                ks = list(map(bisect_right, repeat(ends, len(times)), times))
+                sums: list[tuple[int, int, int]] = []
+                lo = 0
+                while lo < len(ks) and ks[lo] < len(ends):
                     # Later periods than the depth are never published (docs/metrics.md).
-                    k = bisect_right(ends, t)
-                    if k < depth:
-                        both = sums.get(k)
-                        if both is None:
-                            sums[k] = [active, revenue]
-                        else:
-                            both[0] += active
-                            both[1] += revenue
+                    k = ks[lo]
+                    hi = bisect_right(ks, k, lo)
+                    run = moves[lo:hi]
+                    sums.append((k, sum(map(_active, run)), sum(map(_revenue, run))))
+                    lo = hi
                 for segment in segments:
                     periods = changes.get((spec, segment))
                     if periods is None:
                         periods = changes[(spec, segment)] = {}
                     if size:
                         _vector(periods, 0)[SIZE] += size
-                    for k, (active, revenue) in sums.items():
+                    for k, active, revenue in sums:
                         vector = _vector(periods, k)
                         vector[ACTIVE] += active
                         vector[REVENUE] += revenue
         return changes
+
+
+def _purchases(events: list[StoredEvent], first_us: int) -> list[Move]:
+    """Purchases decide nothing: each adds its amount at its time (from the first signup on)."""
+    return [(e[0], 0, e[3]) for e in events if e[1] == PURCHASE and e[0] >= first_us]
 
 
 @lru_cache(maxsize=4096)

@@ -30,7 +30,7 @@ from stream_app.customers.changelog import (
     parse_partial_key,
     partial_key,
 )
-from stream_app.customers.cohorts import COHORT_RANKS, CohortDeltas
+from stream_app.customers.cohorts import CohortDeltas
 from stream_app.customers.deadletters import DeadLetterLedger
 from stream_app.customers.intake import drain_run, fast_stored, offer_run
 from stream_app.customers.timeline import (
@@ -389,11 +389,7 @@ class PartitionState:
             record = customers.get(customer)
             if record is None:
                 record = customers[customer] = CustomerRecord.new()
-            # Clicks and surveys move no cohort figure: they skip the cohort work.
-            if any(event[1] in COHORT_RANKS for event in events):
-                cohorts.apply(record, events, facts, grain_us)
-            else:
-                record.apply(events, self.attribution_us, facts, grain_us)
+            cohorts.apply(record, events, facts, grain_us)
             self._dirty_customers.add(customer)
         self._apply_facts(facts)
         self._apply_cohorts(cohorts)
