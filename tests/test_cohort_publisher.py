@@ -114,6 +114,38 @@ async def test_cohorts_are_published_coalesced_and_rewritten_when_redis_comes_ba
     await client.aclose()
 
 
+async def test_a_cohort_past_the_depth_leaves_the_hash(private_redis: str) -> None:
+    settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
+    state = PartitionState(0, settings, lambda: T0)
+    store = SegmentStore()
+    _signup(state, 0, T0)
+    _checkpoint(state, store)
+    now = [100.0]
+    client = aioredis.Redis.from_url(private_redis)
+    sync = redis.Redis.from_url(private_redis)
+    publisher = Publisher(
+        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
+        monotonic=lambda: now[0], cohort_send=_Topic().send,
+    )  # fmt: skip
+    await publisher.tick()
+    assert [c.cohort_start for c in read_cohorts(sync, "week", "all")] == [
+        T0.replace(hour=0, minute=0, second=0)
+    ]
+    # 26 weeks later the first week is the 27th newest: no longer published.
+    later = T0 + timedelta(weeks=26)
+    _signup(state, 1, later)
+    _checkpoint(state, store)  # the customer stage drops it at this checkpoint
+    _checkpoint(state, store)
+    now[0] += 1
+    await publisher.tick()
+    assert [c.cohort_start for c in read_cohorts(sync, "week", "all")] == [
+        later.replace(hour=0, minute=0, second=0)
+    ]
+    assert len(read_cohorts(sync, "month", "all")) == 2  # November and May: within 12
+    sync.close()
+    await client.aclose()
+
+
 def _keys(sync: redis.Redis) -> list[tuple[str, str]]:
     names: Any = sync.keys("kpi-cohorts:*")
     return [tuple(name.decode().split(":", 2)[1:]) for name in names]

@@ -4,15 +4,16 @@ A customer's cohort is fixed by their first effective signup (``FirstSignup``, k
 customer record and persisted with it). Their contribution to it is: the size (+1 in period
 0), every effective signup (+1 active) and effective cancellation (-1 active), and every
 purchase amount, each at its time from the first signup on. Which signups and cancellations
-are effective is the fold's decision, so the contribution is read off the fold's facts of the
+are effective is the fold's decision, so that part is read off the fold's facts of the
 ``all`` segment at exact times (grain 1): nothing here repeats the rule.
 
-- The first signup unchanged: the contribution moves by the fold's difference over the
-  changed suffix (``CustomerRecord.apply(..., exact=...)``), from the first signup's time on.
-- The first signup new or earlier (a late signup): the whole contribution moves, the old
-  one out of its cohort and the new one in. Every event from the old first signup on is still
-  retained then: the new signup was accepted, so it is within the lateness bound, and events
-  are pruned only beyond it.
+- Purchases alone decide nothing: each adds its amount at its time, no fold needed.
+- Signups or cancellations after everything the customer had (the usual case): just those
+  are folded from the state the customer was in.
+- Out of order, or a signup earlier than the first one known (a late signup): the whole
+  contribution moves, the old one out of its cohort and the new one in. Every event from
+  the old first signup on is still retained then: the new events were accepted, so they are
+  within the lateness bound, and events are pruned only beyond it.
 
 A purchase before the customer's first signup belongs to no cohort: they were in none yet.
 """
@@ -63,15 +64,11 @@ _STATE = frozenset((SIGNUP, CANCELLATION))
 class CohortDeltas:
     """A batch's cohort changes: per (cohort spec, segment), vectors by period index."""
 
-    __slots__ = ("_pending", "attribution_us", "oldest")
+    __slots__ = ("_pending", "attribution_us", "watermark_us")
 
     def __init__(self, attribution_us: int, watermark_us: int | None) -> None:
         self.attribution_us = attribution_us
-        # Cohorts older than these are no longer published: nothing is kept for them.
-        self.oldest: dict[Grain, int] = {
-            grain: (oldest_published_start(watermark_us, grain) if watermark_us is not None else 0)
-            for grain in GRAINS
-        }
+        self.watermark_us = watermark_us
         # Per (day, region, campaign) of first signups: the size change and the dated changes.
         # Customers whose first signups share a day share every cohort and segment, so a
         # busy batch turns into vectors once per such key instead of once per customer.
@@ -150,13 +147,21 @@ class CohortDeltas:
     def changes(self) -> dict[tuple[str, str], dict[int, list[int]]]:
         """The batch's changes: per (cohort spec, segment), vectors by period index."""
         changes: dict[tuple[str, str], dict[int, list[int]]] = {}
+        if not self._pending:
+            return changes
+        # Cohorts older than these are no longer published: nothing is kept for them.
+        watermark_us = self.watermark_us
+        oldest = {
+            grain: 0 if watermark_us is None else oldest_published_start(watermark_us, grain)
+            for grain in GRAINS
+        }
         for (day, region, campaign), ((size,), moves) in self._pending.items():
             segments = _segments(region, campaign)
             # In time order, each grain's periods are runs of moves: found and summed in C.
             moves.sort()
             times = list(map(_time, moves))
             for grain, start, spec, ends in _cohorts_of_day(day):
-                if start < self.oldest[grain]:
+                if start < oldest[grain]:
                     continue
                 ks = list(map(bisect_right, repeat(ends, len(times)), times))
                 sums: list[tuple[int, int, int]] = []

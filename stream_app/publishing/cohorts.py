@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ from stream_app.kpis.cohorts import (
     cohort_field,
     cohort_spec,
     newest_cohort_starts,
+    parse_cohort_spec,
     shape,
 )
 from stream_app.redis_keys import cohort_updates_channel, cohorts_key
@@ -47,6 +49,9 @@ class _Hash:
     restore: bool = False
 
 
+_cohort_of = lru_cache(maxsize=65_536)(parse_cohort_spec)
+
+
 class CohortPublisher:
     def __init__(
         self, store: SegmentStore, kafka_send: KafkaSend | None, interval_s: float
@@ -55,7 +60,7 @@ class CohortPublisher:
         self.kafka_send = kafka_send
         self.interval_s = interval_s
         self._hashes: dict[tuple[Grain, str], _Hash] = {}
-        self._starts: dict[tuple[int, Grain], list[int]] = {}
+        self._starts: dict[tuple[int, Grain], set[int]] = {}
 
     def restore_all(self) -> None:
         for published in self._hashes.values():
@@ -69,38 +74,45 @@ class CohortPublisher:
 
     def _plan(self, aggregate: SegmentAggregate, watermark_us: int) -> None:
         """Note which cohorts of a segment changed (their sums or their watermark shape)."""
-        totals = aggregate.totals
+        kept: dict[Grain, set[int]] = {}
         for grain in GRAINS:
-            key = (grain, aggregate.segment)
-            published = self._hashes.get(key)
             starts = self._starts.get((watermark_us, grain))
             if starts is None:  # the same for every segment of a partition: once per tick
-                starts = self._starts[(watermark_us, grain)] = newest_cohort_starts(
-                    watermark_us, grain
+                starts = self._starts[(watermark_us, grain)] = set(
+                    newest_cohort_starts(watermark_us, grain)
                 )
-            for start in starts:
-                array = totals.get(cohort_spec(grain, start))
-                if array is None:
-                    continue
-                current = shape(start, watermark_us, grain)
-                dirty = array.take_dirty() is not None
-                if published is None:
-                    published = self._hashes[key] = _Hash(aggregate.partition)
-                if not dirty and published.shapes.get(start) == current:
-                    continue
-                published.shapes[start] = current
-                cohort = build_cohort(start, grain, array.value_at, watermark_us)
-                if cohort is None:
-                    if start in published.sent:
-                        published.pending[start] = None
-                elif cohort.model_dump_json().encode() != published.sent.get(start):
-                    published.pending[start] = cohort
+            kept[grain] = starts
+        segment = aggregate.segment
+        # The segment's arrays, not every published start: a handful per segment and tick.
+        for name, array in aggregate.totals.items():
+            cohort = _cohort_of(name)
+            if cohort is None:
+                continue
+            grain, start = cohort
+            if start not in kept[grain]:
+                continue
+            key = (grain, segment)
+            published = self._hashes.get(key)
+            current = shape(start, watermark_us, grain)
+            dirty = array.take_dirty() is not None
+            if published is None:
+                published = self._hashes[key] = _Hash(aggregate.partition)
+            elif not dirty and published.shapes.get(start) == current:
+                continue
+            published.shapes[start] = current
+            built = build_cohort(start, grain, array.value_at, watermark_us)
+            if built is None:
+                if start in published.sent:
+                    published.pending[start] = None
+            elif built.model_dump_json().encode() != published.sent.get(start):
+                published.pending[start] = built
+        for grain in GRAINS:
+            published = self._hashes.get((grain, segment))
             if published is None:
                 continue
             # Cohorts past the depth, and those the store no longer has, leave the hash.
-            kept = set(starts)
             for start in list(published.sent):
-                if start not in kept or cohort_spec(grain, start) not in totals:
+                if start not in kept[grain] or cohort_spec(grain, start) not in aggregate.totals:
                     published.pending[start] = None
                     published.shapes.pop(start, None)
 
