@@ -148,6 +148,13 @@ def _register_publisher(app: faust.App, ctx: AppContext, owned: Callable[[], set
         key_serializer="raw",
         value_serializer="raw",
     )
+    cohort_topic = app.topic(
+        settings.kpi_cohorts_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     partials = partials_topic(settings)
 
     async def kafka_send(key: bytes, value: bytes) -> None:
@@ -160,8 +167,19 @@ def _register_publisher(app: faust.App, ctx: AppContext, owned: Callable[[], set
         states = engine.states.values()
         return [s.lifecycle.board for s in states if s.lifecycle and s.lifecycle.board]
 
+    async def cohort_send(key: bytes, value: bytes) -> None:
+        await cohort_topic.send(key=key, value=value)
+
     publisher = Publisher(
-        settings, ctx.store, redis, kafka_send, owned, ctx.metrics, ctx.clock, at_risk=at_risk
+        settings,
+        ctx.store,
+        redis,
+        kafka_send,
+        owned,
+        ctx.metrics,
+        ctx.clock,
+        cohort_send=cohort_send,
+        at_risk=at_risk,
     )
     ctx.publisher = publisher
 

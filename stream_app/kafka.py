@@ -100,6 +100,7 @@ def public_topics(settings: Settings) -> list[str]:
         *input_topics(settings).values(),
         settings.dead_letter_topic,
         settings.kpi_updates_topic,
+        settings.kpi_cohorts_topic,
         settings.kpi_alerts_topic,
         settings.lifecycle_topic,
     ]

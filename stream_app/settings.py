@@ -420,6 +420,10 @@ class Settings(BaseSettings):
         return self.topic("kpi-updates")
 
     @property
+    def kpi_cohorts_topic(self) -> str:
+        return self.topic("kpi-cohorts")
+
+    @property
     def kpi_alerts_topic(self) -> str:
         return self.topic("kpi-alerts")
 

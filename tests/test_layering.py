@@ -25,6 +25,7 @@ NOT_REDIS_NAMES = {
     # The Kafka output topics (before KPI_TOPIC_PREFIX), named with the other topics.
     ("settings.py", "kpi-updates"),
     ("settings.py", "kpi-alerts"),
+    ("settings.py", "kpi-cohorts"),
     # The temporary directory of a benchmark run.
     ("bench/cli.py", "kpi-bench-"),
 }

@@ -14,6 +14,8 @@ import pytest
 import redis
 
 from stream_app.eventlog import LogRecord
+from stream_app.kpis.cohorts import cohort_field
+from stream_app.redis_keys import cohorts_key
 from stream_app.settings import Settings
 from stream_app.verify import cli
 from stream_app.verify.compare import (
@@ -105,6 +107,11 @@ def publish(client: redis.Redis, reference: Reference, settings: Settings) -> No
             past = Window(name, window.start_ms - back * step, window.end_ms - back * step)
             member = json.dumps(reference.expected_snapshot(past, segment, UPDATED_AT))
             client.zadd(f"kpi-history:{name}:{segment}", {member: past.end_ms / 1000})
+    for (grain, segment), cohorts in reference.cohorts.items():
+        client.hset(
+            cohorts_key(grain, segment),
+            mapping={cohort_field(start): c.model_dump_json() for start, c in cohorts.items()},
+        )
 
 
 def check(client: redis.Redis, reference: Reference, settings: Settings, **kw: Any) -> Report:
@@ -134,6 +141,29 @@ def test_faithful_publication_has_no_mismatch(
     assert keys == 4 * 4  # 4 windows x all, region:EU, region:US, campaign:spring
     assert report.snapshots_checked == keys
     assert report.history_checked == keys * HISTORY_STEPS
+
+
+def test_cohorts_are_checked_field_by_field(
+    client: redis.Redis, reference: Reference, settings: Settings
+) -> None:
+    publish(client, reference, settings)
+    assert check(client, reference, settings).cohorts_checked == 10
+    key = cohorts_key("week", "region:EU")
+    (name, value), *_ = client.hgetall(key).items()
+    cohort = json.loads(value)
+    cohort["periods"][0]["active"] += 1
+    client.hset(key, name, json.dumps(cohort))
+    client.hset(cohorts_key("month", "region:XX"), "2026-01-01T00:00:00Z", "{}")
+    client.delete(cohorts_key("week", "campaign:spring"))
+    found = {
+        (m.window, m.segment, m.field.split(" ")[1])
+        for m in check(client, reference, settings).mismatches
+    }
+    assert found == {
+        ("cohort:week", "region:EU", "periods[0].active"),
+        ("cohort:month", "region:XX", "(cohort)"),
+        ("cohort:week", "campaign:spring", "(cohort)"),
+    }
 
 
 def test_corrupted_field_is_reported(
@@ -371,7 +401,9 @@ def test_run_exit_codes(
 
     client.flushdb()
     assert cli.run(settings, _args(str(log), "--redis-url", redis_url, "--max-rows", "1")) == 1
-    assert "and 31 more" in capsys.readouterr().out  # 16 hashes + 16 histories missing
+    # 16 hashes, 16 histories and 10 cohorts (2 grains x all, region:EU, region:US, and
+    # campaign:spring) missing
+    assert "and 41 more" in capsys.readouterr().out
 
 
 def test_run_uses_settings_redis_url(

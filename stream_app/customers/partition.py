@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from schemas import DeadLetter, EventType, Rejection, RejectReason, parse_event
+from schemas.cohort import GRAINS
 from schemas.parse import unexpected_rejection
 from stream_app.clock import Clock
 from stream_app.customers.changelog import (
@@ -32,6 +33,7 @@ from stream_app.customers.changelog import (
     part_key,
     partial_key,
 )
+from stream_app.customers.cohorts import CohortDeltas
 from stream_app.customers.deadletters import DeadLetterLedger
 from stream_app.customers.intake import drain_run, fast_stored, offer_run
 from stream_app.customers.timeline import (
@@ -44,8 +46,10 @@ from stream_app.customers.timeline import (
     Facts,
     StoredCustomerRecord,
     StoredEvent,
+    earliest_signup,
     stored,
 )
+from stream_app.kpis.cohorts import oldest_published_start, parse_cohort_spec
 from stream_app.kpis.formats import FORMAT, VERSION_KEY, Migration, migrated
 from stream_app.kpis.specs import computed_specs
 from stream_app.kpis.windows import (
@@ -413,6 +417,8 @@ class PartitionState:
         facts = Facts()
         stages = self.lifecycle
         stage_facts = Facts()
+        cohorts = CohortDeltas(self.attribution_us, watermark)
+        grain_us = self._grain_us
         for customer, events in pending.items():
             record = customers.get(customer)
             if record is None:
@@ -426,7 +432,7 @@ class PartitionState:
                     stage_facts,
                     self._grain_us,
                 )
-            record.apply(events, self.attribution_us, facts, self._grain_us)
+            cohorts.apply(record, events, facts, grain_us)
             self._dirty_customers.add(customer)
             if stages is not None:
                 stages.observe(customer, events, record.end[1])  # sorted by ``apply``
@@ -435,6 +441,7 @@ class PartitionState:
         self._apply_facts(facts)
         if stages is not None and watermark is not None:
             stages.advance(watermark)
+        self._apply_cohorts(cohorts)
         return result
 
     def ingest(self, messages: Iterable[RawMessage]) -> IngestResult:
@@ -564,6 +571,32 @@ class PartitionState:
                 array.add_vectors(sums)
                 dirty.update([(name, segment, k) for k in sums])
 
+    def _apply_cohorts(self, cohorts: CohortDeltas) -> None:
+        """Add a batch's cohort changes to their arrays (indexed by period, not window end)."""
+        partials = self.partials
+        dirty = self._dirty_entries
+        for (spec_name, segment), periods in cohorts.changes().items():
+            array = partials.get((spec_name, segment))
+            if array is None:
+                array = partials[(spec_name, segment)] = DiffArray()
+            array.add_vectors(periods)
+            dirty.update([(spec_name, segment, k) for k in periods])
+
+    def _drop_old_cohorts(self, watermark_us: int) -> None:
+        """Cohorts past the published depth are dropped: their entries go out as deletions,
+        and the emptied array itself at the next checkpoint."""
+        oldest = {grain: oldest_published_start(watermark_us, grain) for grain in GRAINS}
+        for (spec_name, segment), array in list(self.partials.items()):
+            cohort = parse_cohort_spec(spec_name)
+            if cohort is None or cohort[1] >= oldest[cohort[0]]:
+                continue
+            if not len(array):
+                del self.partials[(spec_name, segment)]
+                continue
+            for k in list(array.diffs):
+                array.set_entry(k, [0] * WIDTH)
+                self._dirty_entries.add((spec_name, segment, k))
+
     def _too_late(self, event_id: str) -> Rejection:
         return Rejection(
             reason=RejectReason.TOO_LATE,
@@ -670,6 +703,7 @@ class PartitionState:
                 self._dirty_customers.add(customer)
         # No event older than watermark - lateness is accepted any more, and a fact moves no
         # window entry before its event (or, for conversions, the click it converts).
+        self._drop_old_cohorts(self.watermark_us)
         frozen_us = self.lateness_us + self.attribution_us
         for spec in self.specs:
             below = spec.oldest_kept(self.watermark_us, frozen_us, self.settings.history_steps)
@@ -775,6 +809,9 @@ class PartitionState:
                 # Appended parts hold events in arrival order, which may go back in time.
                 record.events.sort()
                 record.ids.update(event[2] for event in record.events)
+                if record.first is None and record.base[1] == "unknown":
+                    # A record older than format 4 had its events in parts: derived here.
+                    record.first = earliest_signup(record.events, None)
         self._loaded_parts.clear()
         for array in self.partials.values():
             array.take_dirty()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
@@ -236,10 +237,69 @@ else:
 COMPILED_FOLD: Final = fold is not fold_python
 
 
+class FirstSignup(NamedTuple):
+    """A customer's first effective signup: the cohort's time, region and campaign."""
+
+    t_us: int
+    event_id: str
+    region: str
+    campaign: str | None
+
+    def to_json(self) -> list[Any]:
+        return [self.t_us, self.event_id, self.region, self.campaign]
+
+    @classmethod
+    def from_json(cls, data: Any) -> FirstSignup | None:
+        if data is None:
+            return None
+        t_us, event_id, region, campaign = data
+        if type(t_us) is not int or not isinstance(event_id, str) or not isinstance(region, str):
+            raise ValueError(f"not a first signup: {data!r}")
+        if campaign is not None and not isinstance(campaign, str):
+            raise ValueError(f"not a first signup: {data!r}")
+        return cls(t_us, event_id, region, campaign)
+
+    def segments(self) -> tuple[str, ...]:
+        """The cohort segments: ``all``, the signup's region, its campaign if it has one."""
+        region = "region:" + self.region
+        return (
+            ("all", region)
+            if self.campaign is None
+            else ("all", region, "campaign:" + self.campaign)
+        )
+
+
+def earliest_signup(events: Iterable[StoredEvent], known: FirstSignup | None) -> FirstSignup | None:
+    """The first signup among ``known`` and ``events`` in the order of section 2.
+
+    Every signup shares one rank, so ``(time, event id)`` orders them; the first is effective
+    since nobody is active before any signup.
+    """
+    best = known
+    for event in events:
+        if event[1] == SIGNUP and (best is None or (event[0], event[2]) < best[:2]):
+            best = FirstSignup(event[0], event[2], event[3], event[4])
+    return best
+
+
+def recovered_first(data: dict[str, Any]) -> FirstSignup | None:
+    """The first signup of a decoded customer record (``"f"``, from format 4 on).
+
+    An older record has none: its first signup is derived from its retained events when no
+    signup was pruned (the base state still has no region); otherwise its time is lost and the
+    customer is in no cohort (docs/metrics.md).
+    """
+    if "f" in data:
+        return FirstSignup.from_json(data["f"])
+    if data["base"][1] != "unknown":
+        return None
+    return earliest_signup(data["ev"], None)
+
+
 class CustomerRecord:
     """A customer's retained events (sorted), the state before them, and the state after."""
 
-    __slots__ = ("base", "end", "events", "ids", "parts", "unsaved")
+    __slots__ = ("base", "end", "events", "first", "ids", "parts", "unsaved")
 
     def __init__(
         self,
@@ -249,8 +309,11 @@ class CustomerRecord:
         parts: int = 0,
         unsaved: list[StoredEvent] | None = None,
         ids: set[str] | None = None,
+        first: FirstSignup | None = None,
     ) -> None:
         self.events = events
+        # The first effective signup ever (the cohort), kept when its event is pruned.
+        self.first = first
         self.base = base
         self.end = end
         # ``ids`` only when it is the ids of ``events``: a new customer's empty set.
@@ -267,7 +330,8 @@ class CustomerRecord:
         return cls([], initial_state(), initial_state(), ids=set())
 
     def to_json(self) -> dict[str, Any]:
-        return {"ev": self.events, "base": self.base, "end": self.end}
+        first = None if self.first is None else self.first.to_json()
+        return {"ev": self.events, "base": self.base, "end": self.end, "f": first}
 
     def apply(
         self,
@@ -275,8 +339,12 @@ class CustomerRecord:
         attribution_us: int,
         facts: Facts,
         grain_us: int = 1,
+        exact: Facts | None = None,
     ) -> None:
-        """Insert not-yet-seen events and add the change of this customer's facts to ``facts``."""
+        """Insert not-yet-seen events and add the change of this customer's facts to ``facts``.
+
+        ``exact`` receives the same change at exact times (grain 1), for the cohorts.
+        """
         if not new_events:
             return
         events = self.events
@@ -285,6 +353,8 @@ class CustomerRecord:
         first = new_events[0]
         # Usually after everything the customer had: one comparison instead of a search.
         if not events or events[-1] < first:
+            if exact is not None:
+                fold(self.end, new_events, attribution_us, exact)
             self.end = fold(self.end, new_events, attribution_us, facts, 1, grain_us)
             events.extend(new_events)
         else:
@@ -293,6 +363,9 @@ class CustomerRecord:
             old_suffix = events[pos:]
             fold(start, old_suffix, attribution_us, facts, -1, grain_us)
             suffix = sorted(old_suffix + new_events)
+            if exact is not None:
+                fold(start, old_suffix, attribution_us, exact, -1)
+                fold(start, suffix, attribution_us, exact, 1)
             self.end = fold(start, suffix, attribution_us, facts, 1, grain_us)
             events[pos:] = suffix
         add = self.ids.add
@@ -346,7 +419,13 @@ class StoredCustomerRecord(CustomerRecord):
         # (one record, or the older split layout) is rewritten whole at its next write.
         appendable = bool(parts) and not data["ev"]
         CustomerRecord.__init__(
-            self, data["ev"], data["base"], data["end"], parts, [] if appendable else None
+            self,
+            data["ev"],
+            data["base"],
+            data["end"],
+            parts,
+            [] if appendable else None,
+            first=recovered_first(data),
         )
         del self._encoded
         return object.__getattribute__(self, name)

@@ -17,7 +17,7 @@ from stream_app.kpis.formulas import BASE_COUNTS
 
 # The format this code writes. Changing BASE_COUNTS means a new format: add its layout
 # below and bump this (tests/test_formats.py fails until both are done).
-FORMAT: Final = 3
+FORMAT: Final = 4
 # The key that holds a record's or message's format; absent means format 1.
 VERSION_KEY: Final = "v"
 
@@ -42,11 +42,13 @@ _LAYOUT_1: Final = (
     "csat_satisfied",
 )
 # Each format's vector layout. Format 2 added the version field and kept the layout; format 3
-# added ``ignored_cancellations``.
+# added ``ignored_cancellations``; format 4 kept it and added each customer record's first
+# signup (``"f"``, the cohort; ``customers/timeline.recovered_first`` derives it for older ones).
 LAYOUTS: Final[Mapping[int, tuple[str, ...]]] = {
     1: _LAYOUT_1,
     2: _LAYOUT_1,
     3: (*_LAYOUT_1, "ignored_cancellations"),
+    4: (*_LAYOUT_1, "ignored_cancellations"),
 }
 
 Vector = list[int]

@@ -24,6 +24,7 @@ from stream_app.kpis.registry import derive_kpis, segment_kind
 from stream_app.kpis.windows import DiffArray, Spec
 from stream_app.metrics import Metrics, RateLimitedLog
 from stream_app.publishing.atrisk import Boards, write_at_risk
+from stream_app.publishing.cohorts import CohortPublisher
 from stream_app.redis_keys import (
     UPDATES_STREAM,
     history_key,
@@ -113,6 +114,7 @@ class Publisher:
         clock: Clock,
         monotonic: Callable[[], float] = time.monotonic,
         at_risk: Boards = lambda: [],
+        cohort_send: KafkaSend | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -146,6 +148,8 @@ class Publisher:
         self._alive_key = publisher_alive_key(secrets.token_hex(8))
         self._alive_seen = False
         self._alive_due = float("-inf")
+        # Cohorts (contract section 6) go out in this tick too, to ``crm.kpi-cohorts``.
+        self.cohorts = CohortPublisher(store, cohort_send, self.interval_s)
 
     async def tick(self) -> int:
         """Publish every snapshot that is due; returns how many current snapshots went out."""
@@ -195,12 +199,13 @@ class Publisher:
             await write_at_risk(self.redis, self.at_risk(), self.settings.lifecycle_at_risk_size)
         except (RedisError, OSError) as exc:
             return self._redis_failed(now, exc)
-        if not work and not retiring:
-            return 0
         try:
             sent = await self._write(work, updated_at, now) if work else 0
             if retiring:
                 sent += await self._retire(retiring, updated_at)
+            await self.cohorts.tick(self.redis, owned, now)
+            if not work and not retiring:
+                return 0
         except (RedisError, OSError) as exc:
             return self._redis_failed(now, exc)
         self._redis_answered(wrote=True)
@@ -247,6 +252,7 @@ class Publisher:
         """
         for board in self.at_risk():
             board.rewrite_all()
+        self.cohorts.restore_all()
         for published in self._published.values():
             published.restore = True
             published.at = float("-inf")
@@ -262,6 +268,7 @@ class Publisher:
         latest message per key ends up equal to the hash.
         """
         self._owned = set(owned)
+        self.cohorts.forget_unowned(owned)
         for key in [k for k, p in self._published.items() if p.partition not in owned]:
             del self._published[key]
 

@@ -144,6 +144,7 @@ def _print_summary(console: Console, intake: Intake, reference: Reference, repor
     summary.add_row("snapshots expected", str(len(reference.expected_keys())))
     summary.add_row("snapshots checked", str(report.snapshots_checked))
     summary.add_row("history entries checked", str(report.history_checked))
+    summary.add_row("cohorts checked", str(report.cohorts_checked))
     summary.add_row("mismatches", str(len(report.mismatches)))
     console.print(summary)
 

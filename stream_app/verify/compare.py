@@ -26,6 +26,7 @@ from stream_app.redis_keys import (
     split_name,
 )
 from stream_app.settings import Settings, WindowSpec
+from stream_app.verify.cohorts import cohort_differences
 from stream_app.verify.reference import Reference, Window, current_window, epoch_us
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ LENGTH_FIELD: Final = "(length)"
 PRESENT: Final = "present"
 ABSENT: Final = "absent"
 
-Where = Literal["current", "history"]
+Where = Literal["current", "history", "cohort"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Report:
     mismatches: list[Mismatch] = field(default_factory=list)
     snapshots_checked: int = 0
     history_checked: int = 0
+    cohorts_checked: int = 0
 
 
 @dataclass(frozen=True)
@@ -417,4 +419,10 @@ def verify_redis(
             report.history_checked += checked
         if advance is not None:
             advance()
+    differences, report.cohorts_checked = cohort_differences(client, reference.cohorts)
+    report.mismatches.extend(
+        # ``window`` names the grain, ``field`` the cohort and its figure.
+        Mismatch(f"cohort:{grain}", segment, None, f"{start} {name}", expected, actual, "cohort")
+        for grain, segment, start, name, expected, actual in differences
+    )
     return report

@@ -29,6 +29,7 @@ from stream_app.kpis.formulas import BASE_COUNTS, KpiValue, to_micros
 from stream_app.kpis.registry import derive_kpis, is_csat_satisfied, nps_category, segment_kind
 from stream_app.lifecycle.stages import Rules
 from stream_app.settings import Settings, WindowSpec
+from stream_app.verify.cohorts import Expected, expected_cohorts
 from stream_app.verify.lifecycle import StageWalk
 
 logger = logging.getLogger(__name__)
@@ -418,6 +419,8 @@ class Reference:
     amounts: Mapping[str, Mapping[str, Timeline]]
     activity: Mapping[str, Timeline]
     buyers: Mapping[str, Buyers]
+    # The published cohorts (contract section 6), by (grain, segment) and start.
+    cohorts: Expected = field(default_factory=dict)
 
     def active_at(self, segment: str, time_us: int) -> int:
         """Customers active in the segment after all their events before ``time_us``.
@@ -500,8 +503,13 @@ def build_reference(
         },
         activity={segment: Timeline.of(dated) for segment, dated in facts.activity.items()},
         buyers={segment: Buyers.of(dated) for segment, dated in facts.purchases.items()},
+        cohorts=expected_cohorts(by_customer_events(by_customer), watermark, fold_order),
     )
 
 
 def reference_from_intake(intake: Intake, settings: Settings) -> Reference:
     return build_reference(intake.events, intake.watermark, settings)
+
+
+def by_customer_events(by_customer: Mapping[str, list[Event]]) -> Iterable[Event]:
+    return (event for events in by_customer.values() for event in events)
