@@ -9,14 +9,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from schemas.lifecycle import LifecycleChange
-from stream_app.customers.recovery import RECOVERY_STALL_FETCHES
-from stream_app.kafka import aiokafka_options
+from stream_app.customers.recovery import read_partition_from
 from stream_app.lifecycle.ledger import SOURCE_HEADER, ChangeLedger, Identity, sent_identity
 from stream_app.lifecycle.tracker import Change
-from stream_app.settings import Settings, duration_ms
+from stream_app.settings import Settings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -77,32 +76,13 @@ async def sent_lifecycle_changes(
     """The messages of ``source_partition`` in the lifecycle partition from ``start`` (None:
     its beginning), as (offset, identity), and the partition's end."""
     tp = TopicPartition(settings.lifecycle_topic, lifecycle_partition)
-    consumer = AIOKafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=duration_ms(settings.fetch_max_wait),
-        **aiokafka_options(settings),
-    )
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        if start is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, min(start, end))
-        found: list[tuple[int, Identity]] = []
-        idle = 0
-        source = str(source_partition).encode()
-        while await consumer.position(tp) < end and idle < RECOVERY_STALL_FETCHES:
-            records = (await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)).get(tp, [])
-            idle = 0 if records else idle + 1
-            for record in records:
-                if dict(record.headers or ()).get(SOURCE_HEADER) != source:
-                    continue
-                identity = sent_identity(record.value)
-                if identity is not None:
-                    found.append((record.offset, identity))
-        return found, end
-    finally:
-        await consumer.stop()
+    records, end = await read_partition_from(settings, tp, start)
+    source = str(source_partition).encode()
+    found: list[tuple[int, Identity]] = []
+    for record in records:
+        if dict(record.headers or ()).get(SOURCE_HEADER) != source:
+            continue
+        identity = sent_identity(record.value)
+        if identity is not None:
+            found.append((record.offset, identity))
+    return found, end

@@ -16,9 +16,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream_app.customers.changelog import CHECKPOINT_HEADER, ChangelogReplay
 from stream_app.customers.partition import PartitionState
@@ -183,6 +184,24 @@ async def sent_dead_letters(
     letter of this project is passed over: the topic is shared with nobody, but it is read.
     """
     tp = TopicPartition(settings.dead_letter_topic, dead_letter_partition)
+    records, end = await read_partition_from(settings, tp, start)
+    found: list[tuple[int, str, int]] = []
+    for record in records:
+        letter = _dead_letter_source(record.value)
+        if letter is None or letter[0] != source_partition:
+            continue
+        _, topic, offset = letter
+        if offset >= committed.get(topic, 0):
+            found.append((record.offset, topic, offset))
+    return found, end
+
+
+async def read_partition_from(
+    settings: Settings, tp: TopicPartition, start: int | None
+) -> tuple[list[ConsumerRecord[Any, Any]], int]:
+    """The records of ``tp`` from ``start`` (None: its beginning) to the end it had when
+    asked, and that end. What a new owner reads back of what its predecessor sent (dead
+    letters, lifecycle messages) past the last checkpoint's mark."""
     consumer = AIOKafkaConsumer(
         group_id=None,
         enable_auto_commit=False,
@@ -197,18 +216,12 @@ async def sent_dead_letters(
             await consumer.seek_to_beginning(tp)
         else:
             consumer.seek(tp, min(start, end))
-        found: list[tuple[int, str, int]] = []
+        found: list[ConsumerRecord[Any, Any]] = []
         idle = 0
         while await consumer.position(tp) < end and idle < RECOVERY_STALL_FETCHES:
             records = (await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)).get(tp, [])
             idle = 0 if records else idle + 1
-            for record in records:
-                letter = _dead_letter_source(record.value)
-                if letter is None or letter[0] != source_partition:
-                    continue
-                _, topic, offset = letter
-                if offset >= committed.get(topic, 0):
-                    found.append((record.offset, topic, offset))
+            found.extend(records)
         return found, end
     finally:
         await consumer.stop()

@@ -27,6 +27,7 @@ from schemas.cohort import COHORT_DEPTH, Cohort, CohortPeriod, Grain
 from stream_app.published import decode_cohort_update, read_cohorts, split_cohort_name
 from stream_app.redis_keys import COHORT_UPDATES_PREFIX, cohort_updates_channel, cohorts_key
 from stream_app.watch.follow import Follower
+from stream_app.watch.view import header_line
 
 logger = logging.getLogger("kpi.watch")
 
@@ -160,16 +161,9 @@ class _Matrix:
 def render_cohorts(state: CohortState, now: datetime) -> RenderableType:
     """The whole frame: a header line, notes, the legend and the matrix (``now`` unused:
     the matrix carries its own times; the signature is ``render``'s)."""
-    header = Text()
-    header.append("crm-kpi", style="bold")
-    header.append(f" · cohorts by {state.grain} · segment {state.segment}")
-    if state.source:
-        header.append(f" · {state.source}", style="dim")
-    header.append(" · ")
-    if state.status is None:
-        header.append("live", style="bold green")
-    else:
-        header.append(state.status, style="bold red")
+    header = header_line(
+        f"cohorts by {state.grain} · segment {state.segment}", state.source, state.status
+    )
     parts: list[RenderableType] = [header]
     notes = []
     if state.malformed:

@@ -336,17 +336,9 @@ def render(state: WatchState, now: datetime) -> RenderableType:
     The alerts come first so that a terminal too short for the whole frame crops the last
     KPI rows, not the alerts.
     """
-    header = Text()
-    header.append("crm-kpi", style="bold")
-    header.append(f" · segment {state.segment}")
-    if state.source:
-        header.append(f" · {state.source}", style="dim")
-    header.append(" · ")
-    if state.status is None:
-        header.append("live", style="bold green")
-    else:
-        header.append(state.status, style="bold red")
-    parts: list[RenderableType] = [header]
+    parts: list[RenderableType] = [
+        header_line(f"segment {state.segment}", state.source, state.status)
+    ]
     notes = []
     dropped = sum(view.malformed for view in state.views.values())
     if dropped:
@@ -368,3 +360,18 @@ def render(state: WatchState, now: datetime) -> RenderableType:
     parts.append(render_alerts(state))
     parts.append(render_table(state, now))
     return Group(*parts)
+
+
+def header_line(what: str, source: str | None, status: str | None) -> Text:
+    """``crm-kpi · <what> · <source> · live`` (or the status in red): every view's first line."""
+    header = Text()
+    header.append("crm-kpi", style="bold")
+    header.append(f" · {what}")
+    if source:
+        header.append(f" · {source}", style="dim")
+    header.append(" · ")
+    if status is None:
+        header.append("live", style="bold green")
+    else:
+        header.append(status, style="bold red")
+    return header
