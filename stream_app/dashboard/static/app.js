@@ -237,11 +237,16 @@
     const campaigns = [...known].filter((s) => s.startsWith("campaign:")).sort();
     const stages = [...known].filter((s) => s.startsWith("lifecycle:")).sort();
     const wanted = ["all", ...regions, ...stages, ...campaigns].join("\n");
+    fillSegments(select, wanted, [["Regions", regions], ["Lifecycle stages", stages], ["Campaigns", campaigns]]);
+    select.value = state.segment;
+  }
+
+  /* A segment selector's options: "all", then one group per kind; rebuilt only when
+   * ``wanted`` (the options as text) changed. The cohort panel uses it too. */
+  function fillSegments(select, wanted, groups) {
     if (select.dataset.options === wanted) return;
     select.dataset.options = wanted;
-    select.replaceChildren();
-    select.append(new Option(segmentLabel("all"), "all"));
-    const groups = [["Regions", regions], ["Lifecycle stages", stages], ["Campaigns", campaigns]];
+    select.replaceChildren(new Option(segmentLabel("all"), "all"));
     for (const [label, list] of groups) {
       if (!list.length) continue;
       const group = document.createElement("optgroup");
@@ -249,7 +254,6 @@
       for (const segment of list) group.append(new Option(segmentLabel(segment), segment));
       select.append(group);
     }
-    select.value = state.segment;
   }
 
   async function loadSegments() {
@@ -1084,6 +1088,7 @@
       cssVar,
       money: (value) => compact("clv", value),
       reconnect: () => connect(),
+      fillSegments,
     });
     $("segment").addEventListener("change", (event) => selectSegment(event.target.value));
     window.addEventListener("hashchange", () => {

@@ -43,13 +43,6 @@ window.CrmCohorts = (() => {
     return retention === null || retention === undefined ? NULL : `${(retention * 100).toFixed(1)}%`;
   }
 
-  function segmentLabel(segment) {
-    if (segment === "all") return "All customers";
-    const [kind, ...rest] = segment.split(":");
-    const name = rest.join(":");
-    return kind === "region" ? `Region ${name}` : kind === "campaign" ? `Campaign ${name}` : segment;
-  }
-
   // ------------------------------------------------------------ controls
 
   function renderGrains() {
@@ -66,17 +59,7 @@ window.CrmCohorts = (() => {
     const regions = [...known].filter((s) => s.startsWith("region:")).sort();
     const campaigns = [...known].filter((s) => s.startsWith("campaign:")).sort();
     const wanted = ["all", ...regions, ...campaigns].join("\n");
-    if (select.dataset.options !== wanted) {
-      select.dataset.options = wanted;
-      select.replaceChildren(new Option(segmentLabel("all"), "all"));
-      for (const [title, list] of [["Regions", regions], ["Campaigns", campaigns]]) {
-        if (!list.length) continue;
-        const group = document.createElement("optgroup");
-        group.label = title;
-        for (const segment of list) group.append(new Option(segmentLabel(segment), segment));
-        select.append(group);
-      }
-    }
+    state.hooks.fillSegments(select, wanted, [["Regions", regions], ["Campaigns", campaigns]]);
     select.value = state.segment;
   }
 
