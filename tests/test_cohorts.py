@@ -176,7 +176,9 @@ def test_old_cohorts_are_dropped_and_their_entries_deleted() -> None:
     assert len(months) == 7  # June 2026 to December 2026: all within 12
 
 
-def test_restart_recovers_the_first_signup_from_the_changelog() -> None:
+@pytest.mark.parametrize("clicks", [0, 400], ids=["small-customer", "big-customer"])
+def test_restart_recovers_the_first_signup_from_the_changelog(clicks: int) -> None:
+    """Also for a customer big enough to be written as a head and parts (``clicks``)."""
     settings = Settings()
     day = timedelta(days=1)
     before = [signup("a", "a1", MONDAY, region="NA"), buy("a", "a2", MONDAY + day, "1.00")]
@@ -185,6 +187,11 @@ def test_restart_recovers_the_first_signup_from_the_changelog() -> None:
         cancel("a", "a3", MONDAY + 40 * day),
         signup("a", "a4", MONDAY + 41 * day, region="EU"),
         buy("a", "a5", MONDAY + 42 * day, "2.00"),
+    ]
+    after[1:1] = [
+        event("campaign_click", "a", f"k{n}", MONDAY + 40 * day + timedelta(minutes=n),
+              campaign_id="spring-sale-2026", cost="0.25")  # fmt: skip
+        for n in range(clicks)
     ]
     state = PartitionState(0, settings, lambda: datetime.now(UTC))
     feed(state, before)
@@ -195,7 +202,7 @@ def test_restart_recovers_the_first_signup_from_the_changelog() -> None:
     restarted.finish_recovery()
     offsets = {f"t.{kind}": 1 for kind in ("signup", "purchase")}
     restarted.offsets = offsets
-    feed_from = {"t.cancellation": 0, "t.signup": 1, "t.purchase": 1}
+    feed_from = {"t.cancellation": 0, "t.signup": 1, "t.purchase": 1, "t.campaign_click": 0}
     for record in after:
         topic = f"t.{record.event_type}"
         offset = feed_from[topic]
@@ -206,23 +213,29 @@ def test_restart_recovers_the_first_signup_from_the_changelog() -> None:
     # This checkpoint prunes the first signup's event: only the record keeps it.
     later = restarted.checkpoint().changelog
     assert restarted.watermark_us is not None
-    assert (
-        b'"a1"' not in next(v for k, v in later if k == b"c:a" and v is not None).split(b'"f"')[0]
-    )
+    head = next(v for k, v in later if k == b"c:a" and v is not None)
+    assert b'"a1"' not in head.split(b'"f"')[0]
+    assert any(k.startswith(b"e:") for k, _ in later) == bool(clicks)
     recovered = PartitionState(0, settings, lambda: datetime.now(UTC))
     for state_log in (log, later):
         for key, value in state_log:
             recovered.load(key, value)
     recovered.finish_recovery()
+    # Once more after the restart: the cancellation comes off the NA cohort recovered.
+    last = cancel("a", "a6", MONDAY + 43 * day)
+    recovered.ingest(
+        [RawMessage("cancellation", "t.cancellation", 0, 1, last.key, last.value)]
+    )
+    after.append(last)
     store = SegmentStore()
     for update in recovered.full_updates():
         store.apply_update(orjson.loads(update.to_bytes()), 0)
-    found = cohorts_of(store, restarted.watermark_us)
+    found = cohorts_of(store, recovered.watermark_us or 0)
     # Still in June's cohort of region NA, not a new EU one.
     assert set(found[("month", "region:NA")]) == {epoch_us(MONDAY)}
     assert ("month", "region:EU") not in found
     assert found == expected_cohorts(
-        filter_records(before + after, settings).events, _watermark(restarted), fold_order
+        filter_records(before + after, settings).events, _watermark(recovered), fold_order
     )
 
 

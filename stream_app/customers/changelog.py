@@ -170,8 +170,13 @@ def customer_records(customer: str, record: CustomerRecord) -> list[tuple[bytes,
 
 
 def _head(record: CustomerRecord) -> bytes:
-    """The head of a big customer: its states and how many parts hold its events."""
-    return orjson.dumps({"ev": [], "base": record.base, "end": record.end, "parts": record.parts})
+    """The head of a big customer: what its whole record has but the events, and how many
+    parts hold those (its first signup too: without it, the cohort was lost at recovery
+    once the signup was pruned)."""
+    head = record.to_json()
+    head["ev"] = []
+    head["parts"] = record.parts
+    return orjson.dumps(head)
 
 
 def _event_pieces(events: list[StoredEvent]) -> list[bytes]:
