@@ -188,9 +188,9 @@ def test_restart_recovers_the_first_signup_from_the_changelog(clicks: int) -> No
         signup("a", "a4", MONDAY + 41 * day, region="EU"),
         buy("a", "a5", MONDAY + 42 * day, "2.00"),
     ]
+    click_at, click = MONDAY + 40 * day, {"campaign_id": "spring-sale-2026", "cost": "0.25"}
     after[1:1] = [
-        event("campaign_click", "a", f"k{n}", MONDAY + 40 * day + timedelta(minutes=n),
-              campaign_id="spring-sale-2026", cost="0.25")  # fmt: skip
+        event("campaign_click", "a", f"k{n}", click_at + timedelta(minutes=n), **click)
         for n in range(clicks)
     ]
     state = PartitionState(0, settings, lambda: datetime.now(UTC))
@@ -223,9 +223,7 @@ def test_restart_recovers_the_first_signup_from_the_changelog(clicks: int) -> No
     recovered.finish_recovery()
     # Once more after the restart: the cancellation comes off the NA cohort recovered.
     last = cancel("a", "a6", MONDAY + 43 * day)
-    recovered.ingest(
-        [RawMessage("cancellation", "t.cancellation", 0, 1, last.key, last.value)]
-    )
+    recovered.ingest([RawMessage("cancellation", "t.cancellation", 0, 1, last.key, last.value)])
     after.append(last)
     store = SegmentStore()
     for update in recovered.full_updates():
