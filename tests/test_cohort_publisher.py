@@ -114,6 +114,41 @@ async def test_cohorts_are_published_coalesced_and_rewritten_when_redis_comes_ba
     await client.aclose()
 
 
+async def test_a_cohort_that_changes_and_changes_back_within_an_interval_ends_as_it_is(
+    private_redis: str,
+) -> None:
+    """A segment partition restored short and healed by a resync before its cohorts were
+    due: what goes out is the healed cohort, not the short one planned in between."""
+    settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=500))
+    state, short = PartitionState(0, settings, lambda: T0), PartitionState(0, settings, lambda: T0)
+    store = SegmentStore()
+    _signup(state, 0, T0)
+    _signup(state, 1, T0 + timedelta(minutes=1))
+    _signup(short, 0, T0)
+    _checkpoint(state, store)
+    _checkpoint(short, SegmentStore())
+    now = [100.0]
+    client = aioredis.Redis.from_url(private_redis)
+    sync = redis.Redis.from_url(private_redis)
+    publisher = Publisher(
+        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
+        monotonic=lambda: now[0], cohort_send=_Topic().send,
+    )  # fmt: skip
+    await publisher.tick()
+    assert _read(sync, "week", "all")[0].size == 2
+    for healed in (short, state):  # short first, then the resync; both within the interval
+        for update in healed.full_updates():
+            store.apply_update(orjson.loads(update.to_bytes()), 0)
+        now[0] += 0.1
+        await publisher.tick()
+    now[0] += 0.5
+    await publisher.tick()
+    assert [c.size for c in _read(sync, "week", "all")] == [2]
+    assert [c.size for c in _read(sync, "month", "region:EU")] == [2]
+    sync.close()
+    await client.aclose()
+
+
 async def test_a_cohort_past_the_depth_leaves_the_hash(private_redis: str) -> None:
     settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
     state = PartitionState(0, settings, lambda: T0)

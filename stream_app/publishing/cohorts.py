@@ -101,10 +101,12 @@ class CohortPublisher:
                 continue
             published.shapes[start] = current
             built = build_cohort(start, grain, array.value_at, watermark_us)
-            if built is None:
-                if start in published.sent:
-                    published.pending[start] = None
-            elif built.model_dump_json().encode() != published.sent.get(start):
+            encoded = None if built is None else built.model_dump_json().encode()
+            if encoded == published.sent.get(start):
+                # Back to what Redis has (a short restore healed within one interval): what
+                # was planned in between must not go out, or it would stay there for good.
+                published.pending.pop(start, None)
+            else:
                 published.pending[start] = built
         for grain in GRAINS:
             published = self._hashes.get((grain, segment))
