@@ -149,6 +149,42 @@ async def test_a_cohort_that_changes_and_changes_back_within_an_interval_ends_as
     await client.aclose()
 
 
+async def test_partials_read_again_after_a_rebalance_never_stop_the_publisher(
+    private_redis: str,
+) -> None:
+    """An older partial applied after a newer one (a new owner re-reads from its committed
+    offset) can leave a period below zero for a moment: not published, and no crash."""
+    settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
+    state = PartitionState(0, settings, lambda: T0)
+    _signup(state, 0, T0)
+    older = [orjson.loads(u.to_bytes()) for u in state.checkpoint().updates]
+    _signup(state, 1, T0 + timedelta(minutes=1))
+    for n in (0, 1):  # both cancel in the second week
+        value = {"event_id": f"x{n}", "customer_id": f"c{n}"}
+        value["occurred_at"] = (T0 + timedelta(days=8)).isoformat()
+        state.ingest([RawMessage("cancellation", "x", 0, n, f"c{n}".encode(), orjson.dumps(value))])
+    newer = [orjson.loads(u.to_bytes()) for u in state.checkpoint().updates]
+    store = SegmentStore()
+    now = [100.0]
+    client = aioredis.Redis.from_url(private_redis)
+    sync = redis.Redis.from_url(private_redis)
+    publisher = Publisher(
+        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
+        monotonic=lambda: now[0], cohort_send=_Topic().send,
+    )  # fmt: skip
+    for message in (*older, *newer, *older):  # period 1 is 1 - 2 customers active now
+        store.apply_update(message, 0)
+    await publisher.tick()
+    assert _read(sync, "week", "all") == []
+    for message in newer:  # read up to where it was
+        store.apply_update(message, 0)
+    now[0] += 1
+    await publisher.tick()
+    assert [(p.k, p.active) for p in _read(sync, "week", "all")[0].periods] == [(0, 2), (1, 0)]
+    sync.close()
+    await client.aclose()
+
+
 async def test_a_cohort_past_the_depth_leaves_the_hash(private_redis: str) -> None:
     settings = Settings(redis_url=private_redis, publish_interval=timedelta(milliseconds=100))
     state = PartitionState(0, settings, lambda: T0)
