@@ -164,10 +164,12 @@ class StageBook:
     dirty: set[str] = field(default_factory=set)
     # Changes decided since the runtime last took them (``take``).
     outbox: list[Change] = field(default_factory=list)
+    # Customers observed since the board was last scored (``score``), with their region.
+    unscored: dict[str, str] = field(default_factory=dict)
 
     def observe(self, customer: str, events: list[list[Any]], region: str = "unknown") -> None:
         """Apply a customer's new events (stored form, sorted) and decide its changes; the
-        churn model takes its examples, and the customer's risk is scored afresh."""
+        churn model takes its examples, and the customer waits to be scored (``score``)."""
         state = self.customers.get(customer)
         if state is None:
             state = self.customers[customer] = CustomerStage(Profile())
@@ -195,16 +197,33 @@ class StageBook:
             state.newest_us = t
             self._decide(customer, state, t)
         if self.board is not None:
-            score = self.risk_of(customer, state.newest_us or 0)
-            if score is None:
-                self.board.drop(customer)
-            else:
-                self.board.set(customer, score, "region:" + region)
+            self.unscored[customer] = region
         if state.due_us is not None and state.due_us != before:
             heapq.heappush(self._heap, (state.due_us, customer))
             if len(self._heap) > 2 * len(self.customers) + 1024:
                 self._rebuild_heap()  # stale entries would otherwise wait for their time
         self.dirty.add(customer)
+
+    def score(self) -> None:
+        """Score the customers observed since the last call for the at-risk board (at every
+        checkpoint: a board's score is at most one checkpoint old), one model call per
+        distinct input."""
+        board, risk, unscored = self.board, self.risk, self.unscored
+        if board is None or not unscored:
+            return
+        self.unscored = {}
+        scored: list[tuple[str, str]] = []
+        rows: list[dict[str, float]] = []
+        for customer, region in unscored.items():
+            state = self.customers.get(customer)
+            if risk is None or state is None or not state.profile.active:
+                board.drop(customer)
+            else:
+                scored.append((customer, "region:" + region))
+                rows.append(state.profile.features(state.newest_us or 0))
+        if risk is not None:
+            for (customer, segment), value in zip(scored, risk.risks(rows), strict=True):
+                board.set(customer, value, segment)
 
     def risk_of(self, customer: str, at_us: int) -> float | None:
         """The churn risk of an active customer at ``at_us``; None if inactive or no model."""
@@ -304,6 +323,7 @@ class StageBook:
         """Drop a customer (``kpi forget``); True if it was known. Its heap entry goes stale."""
         self.dirty.discard(customer)
         self.outbox = [change for change in self.outbox if change.customer_id != customer]
+        self.unscored.pop(customer, None)
         if self.risk is not None:
             self.risk.forget(customer)
         if self.board is not None:
