@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from schemas.lifecycle import Stage
-from stream_app.customers.timeline import CANCELLATION, SURVEY, Facts, StoredEvent
+from stream_app.customers.timeline import CANCELLATION, CLICK, SURVEY, Facts, StoredEvent
 from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
 from stream_app.lifecycle.segments import (
@@ -175,20 +175,22 @@ class StageBook:
             state = self.customers[customer] = CustomerStage(Profile())
         before = state.due_us
         profile = state.profile
+        risk = self.risk
         for event in events:
             t, rank = event[0], event[1]
-            if state.newest_us is not None and t < state.newest_us:
-                t = state.newest_us  # late: read at the newest time, history is not revised
-            else:
+            newest = state.newest_us
+            if newest is not None and t < newest:
+                t = newest  # late: read at the newest time, history is not revised
+            elif state.due_us is not None and state.due_us < t:
                 self._fire(customer, state, t, inclusive=False)
-            update_profile(profile, event)
+            if rank != CLICK:  # a click changes no profile
+                update_profile(profile, event)
             if rank in QUIET_RANKS and state.stage is not None:
                 # Neither changes the stage nor when it would change: the timers fired.
                 state.newest_us = t
-                if rank == SURVEY and self.risk is not None and profile.active:
-                    self.risk.observe(customer, t, profile)
+                if rank == SURVEY and risk is not None and profile.active:
+                    risk.observe(customer, t, profile)
                 continue
-            risk = self.risk
             if risk is not None:
                 if rank == CANCELLATION:
                     risk.cancelled(customer, event[0])
@@ -263,7 +265,7 @@ class StageBook:
             self.outbox.append(Change(customer, state.stage, stage, at_us, reason))
             state.stage = stage
         state.since_us = at_us
-        state.due_us = next_change(state.profile, at_us, self.rules)
+        state.due_us = next_change(state.profile, at_us, self.rules, stage)
 
     # -- lifecycle segments (segments.py) ---------------------------------------------
 
@@ -281,24 +283,27 @@ class StageBook:
         state = self.customers.get(customer)
         if state is None:
             state = self.customers[customer] = CustomerStage(Profile())
-        events = sorted(new_events)
+        if len(new_events) > 1:
+            new_events.sort()  # in place, as ``CustomerRecord.apply`` sorts them next
+        events = new_events
         rules = self.rules
         in_order = not retained or retained[-1] < events[0]
         if in_order and state.end.time_us is not None and all(e[1] in QUIET_RANKS for e in events):
             # Clicks and surveys change neither the stages nor the active flag: the moves
             # the tail would take back, walk again and add back cancel out. Only their own
             # facts, in the stage at their time.
-            state.end = quiet(state.end, events, rules, attribution_us, facts, grain_us)
-            if state.tail_moves is not None:
-                now = state.end.time_us or 0  # set by ``quiet``
-                state.tail_moves = [move for move in state.tail_moves if move[0] > now]
+            quiet(state.end, events, rules, attribution_us, facts, grain_us)
+            moves = state.tail_moves
+            if moves and moves[0][0] <= events[-1][0]:
+                now = events[-1][0]
+                state.tail_moves = [move for move in moves if move[0] > now]
             return
         if in_order:
             if state.tail_moves is None:
                 tail(state.end, rules, facts, -1, grain_us)
             else:
                 take_back(state.tail_moves, facts, grain_us)
-            state.end = advance(state.end, events, rules, attribution_us, facts, 1, grain_us)
+            advance(state.end, events, rules, attribution_us, facts, 1, grain_us, in_place=True)
         else:
             pos = bisect_left(retained, events[0])
             start = advance(state.base, retained[:pos], rules, attribution_us, None, 1, grain_us)
