@@ -103,6 +103,20 @@ def test_it_learns_that_unhappy_customers_leave_and_is_deterministic() -> None:
     assert again.dump() == risk.dump()
 
 
+def test_scoring_many_rows_gives_each_row_its_own_risk() -> None:
+    risk = ChurnRisk()
+    run(risk, seed=3, days=20)
+    rows = [profile(nps).features(day * DAY_US) for day in range(3) for nps in (0, 4, 9, 4)]
+    twice = Profile()
+    twice.signup(0)
+    twice.survey(0, "nps", 2)
+    twice.survey(DAY_US, "nps", 8)  # the same last answer as profile(8), another mean
+    rows += [twice.features(DAY_US), profile(8).features(DAY_US)]
+    assert risk.risks(rows) == [risk.risk(row) for row in rows]
+    assert risk.risks(rows)[-1] != risk.risks(rows)[-2]
+    assert risk.risks([]) == []
+
+
 def test_dump_and_load_continue_the_same_model() -> None:
     risk = ChurnRisk()
     run(risk, seed=2, days=20)

@@ -124,6 +124,27 @@ def test_a_recovered_book_carries_on_where_it_was() -> None:
     assert not book.forget("c1")
 
 
+def test_the_at_risk_board_is_scored_when_asked_not_at_every_event() -> None:
+    from stream_app.lifecycle.atrisk import AtRiskBoard
+    from stream_app.lifecycle.risk import ChurnRisk
+
+    book = StageBook(RULES, risk=ChurnRisk(), board=AtRiskBoard(10))
+    assert book.board is not None
+    book.observe("c1", [_event(0, SIGNUP, 1), _event(1, PURCHASE, 2)], "EU")
+    book.observe("c2", [_event(0, SIGNUP, 3)], "US")
+    book.observe("c3", [_event(0, SIGNUP, 4), _event(2, CANCELLATION, 5)], "EU")
+    assert book.board.scores == {}
+    book.score()
+    assert book.board.scores == {
+        "c1": (book.risk_of("c1", T0 + DAY), "region:EU"),
+        "c2": (book.risk_of("c2", T0), "region:US"),
+    }
+    book.observe("c2", [_event(3, CANCELLATION, 6)], "US")  # no longer active: dropped
+    book.forget("c1")
+    book.score()
+    assert book.board.scores == {}
+
+
 def test_a_stored_state_of_another_format_is_refused() -> None:
     with pytest.raises(ValueError, match="not a stored lifecycle state"):
         decode_state(b"\x93\x01", RULES)

@@ -632,6 +632,7 @@ class PartitionState:
         for customer in self._dirty_customers:
             changelog.extend(customer_records(customer, self.customers[customer]))
         if self.lifecycle is not None:
+            self.lifecycle.score()
             changelog.extend(
                 (LIFECYCLE_PREFIX + customer.encode(), value)
                 for customer, value in self.lifecycle.changed_records()

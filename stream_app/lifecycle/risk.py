@@ -143,6 +143,19 @@ class ChurnRisk:
         proba: dict[bool, float] = self._model.predict_proba_one(features)
         return float(proba.get(True, 0.0))
 
+    def risks(self, rows: list[dict[str, float]]) -> list[float]:
+        """``risk`` of each row. Rows the model reads alike (equal ``MODEL_FEATURES``) are
+        predicted once: the survey features take few distinct values across customers."""
+        known: dict[tuple[float, ...], float] = {}
+        scores = []
+        for features in rows:
+            key = tuple([features[name] for name in MODEL_FEATURES])
+            score = known.get(key)
+            if score is None:
+                score = known[key] = self.risk(features)
+            scores.append(score)
+        return scores
+
     def observe(self, customer_id: str, now_us: int, profile: Profile) -> bool:
         """Snapshot an active customer's features as an example, unless one is pending;
         True when taken (the features are computed only then)."""

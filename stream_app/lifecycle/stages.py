@@ -82,8 +82,11 @@ def classify(profile: Profile, now_us: int, rules: Rules) -> tuple[Stage, str]:
     return Stage.ACTIVE, "purchasing"
 
 
-def next_change(profile: Profile, now_us: int, rules: Rules) -> int | None:
-    """The first instant after ``now_us`` at which the stage changes with no new event.
+def next_change(
+    profile: Profile, now_us: int, rules: Rules, current: Stage | None = None
+) -> int | None:
+    """The first instant after ``now_us`` at which the stage changes with no new event;
+    ``current`` is the stage at ``now_us`` if the caller has just classified it.
 
     Time moves a stage one way only: ``new`` ends (to ``active`` or ``loyal``), a loyal
     customer's months leave the 365-day window (to ``active``), recency passes the
@@ -96,7 +99,8 @@ def next_change(profile: Profile, now_us: int, rules: Rules) -> int | None:
     if last is None:
         return None
     at_risk = last + rules.at_risk_after_us
-    current = classify(profile, now_us, rules)[0]
+    if current is None:
+        current = classify(profile, now_us, rules)[0]
     if current is Stage.DORMANT:
         return None
     if current is Stage.AT_RISK:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from schemas.lifecycle import Stage
-from stream_app.customers.timeline import CANCELLATION, SURVEY, Facts, StoredEvent
+from stream_app.customers.timeline import CANCELLATION, CLICK, SURVEY, Facts, StoredEvent
 from stream_app.lifecycle.atrisk import AtRiskBoard
 from stream_app.lifecycle.profile import Profile, decode_profile, encode_profile
 from stream_app.lifecycle.segments import (
@@ -164,29 +164,33 @@ class StageBook:
     dirty: set[str] = field(default_factory=set)
     # Changes decided since the runtime last took them (``take``).
     outbox: list[Change] = field(default_factory=list)
+    # Customers observed since the board was last scored (``score``), with their region.
+    unscored: dict[str, str] = field(default_factory=dict)
 
     def observe(self, customer: str, events: list[list[Any]], region: str = "unknown") -> None:
         """Apply a customer's new events (stored form, sorted) and decide its changes; the
-        churn model takes its examples, and the customer's risk is scored afresh."""
+        churn model takes its examples, and the customer waits to be scored (``score``)."""
         state = self.customers.get(customer)
         if state is None:
             state = self.customers[customer] = CustomerStage(Profile())
         before = state.due_us
         profile = state.profile
+        risk = self.risk
         for event in events:
             t, rank = event[0], event[1]
-            if state.newest_us is not None and t < state.newest_us:
-                t = state.newest_us  # late: read at the newest time, history is not revised
-            else:
+            newest = state.newest_us
+            if newest is not None and t < newest:
+                t = newest  # late: read at the newest time, history is not revised
+            elif state.due_us is not None and state.due_us < t:
                 self._fire(customer, state, t, inclusive=False)
-            update_profile(profile, event)
+            if rank != CLICK:  # a click changes no profile
+                update_profile(profile, event)
             if rank in QUIET_RANKS and state.stage is not None:
                 # Neither changes the stage nor when it would change: the timers fired.
                 state.newest_us = t
-                if rank == SURVEY and self.risk is not None and profile.active:
-                    self.risk.observe(customer, t, profile)
+                if rank == SURVEY and risk is not None and profile.active:
+                    risk.observe(customer, t, profile)
                 continue
-            risk = self.risk
             if risk is not None:
                 if rank == CANCELLATION:
                     risk.cancelled(customer, event[0])
@@ -195,16 +199,33 @@ class StageBook:
             state.newest_us = t
             self._decide(customer, state, t)
         if self.board is not None:
-            score = self.risk_of(customer, state.newest_us or 0)
-            if score is None:
-                self.board.drop(customer)
-            else:
-                self.board.set(customer, score, "region:" + region)
+            self.unscored[customer] = region
         if state.due_us is not None and state.due_us != before:
             heapq.heappush(self._heap, (state.due_us, customer))
             if len(self._heap) > 2 * len(self.customers) + 1024:
                 self._rebuild_heap()  # stale entries would otherwise wait for their time
         self.dirty.add(customer)
+
+    def score(self) -> None:
+        """Score the customers observed since the last call for the at-risk board (at every
+        checkpoint: a board's score is at most one checkpoint old), one model call per
+        distinct input."""
+        board, risk, unscored = self.board, self.risk, self.unscored
+        if board is None or not unscored:
+            return
+        self.unscored = {}
+        scored: list[tuple[str, str]] = []
+        rows: list[dict[str, float]] = []
+        for customer, region in unscored.items():
+            state = self.customers.get(customer)
+            if risk is None or state is None or not state.profile.active:
+                board.drop(customer)
+            else:
+                scored.append((customer, "region:" + region))
+                rows.append(state.profile.features(state.newest_us or 0))
+        if risk is not None:
+            for (customer, segment), value in zip(scored, risk.risks(rows), strict=True):
+                board.set(customer, value, segment)
 
     def risk_of(self, customer: str, at_us: int) -> float | None:
         """The churn risk of an active customer at ``at_us``; None if inactive or no model."""
@@ -244,7 +265,7 @@ class StageBook:
             self.outbox.append(Change(customer, state.stage, stage, at_us, reason))
             state.stage = stage
         state.since_us = at_us
-        state.due_us = next_change(state.profile, at_us, self.rules)
+        state.due_us = next_change(state.profile, at_us, self.rules, stage)
 
     # -- lifecycle segments (segments.py) ---------------------------------------------
 
@@ -262,24 +283,27 @@ class StageBook:
         state = self.customers.get(customer)
         if state is None:
             state = self.customers[customer] = CustomerStage(Profile())
-        events = sorted(new_events)
+        if len(new_events) > 1:
+            new_events.sort()  # in place, as ``CustomerRecord.apply`` sorts them next
+        events = new_events
         rules = self.rules
         in_order = not retained or retained[-1] < events[0]
         if in_order and state.end.time_us is not None and all(e[1] in QUIET_RANKS for e in events):
             # Clicks and surveys change neither the stages nor the active flag: the moves
             # the tail would take back, walk again and add back cancel out. Only their own
             # facts, in the stage at their time.
-            state.end = quiet(state.end, events, rules, attribution_us, facts, grain_us)
-            if state.tail_moves is not None:
-                now = state.end.time_us or 0  # set by ``quiet``
-                state.tail_moves = [move for move in state.tail_moves if move[0] > now]
+            quiet(state.end, events, rules, attribution_us, facts, grain_us)
+            moves = state.tail_moves
+            if moves and moves[0][0] <= events[-1][0]:
+                now = events[-1][0]
+                state.tail_moves = [move for move in moves if move[0] > now]
             return
         if in_order:
             if state.tail_moves is None:
                 tail(state.end, rules, facts, -1, grain_us)
             else:
                 take_back(state.tail_moves, facts, grain_us)
-            state.end = advance(state.end, events, rules, attribution_us, facts, 1, grain_us)
+            advance(state.end, events, rules, attribution_us, facts, 1, grain_us, in_place=True)
         else:
             pos = bisect_left(retained, events[0])
             start = advance(state.base, retained[:pos], rules, attribution_us, None, 1, grain_us)
@@ -304,6 +328,7 @@ class StageBook:
         """Drop a customer (``kpi forget``); True if it was known. Its heap entry goes stale."""
         self.dirty.discard(customer)
         self.outbox = [change for change in self.outbox if change.customer_id != customer]
+        self.unscored.pop(customer, None)
         if self.risk is not None:
             self.risk.forget(customer)
         if self.board is not None:
