@@ -39,6 +39,7 @@ def test_bench_measures_everything_and_the_numbers_stay_exact(tmp_path: Path) ->
         "--workers", "1,2",
         "--latency-seconds", "3",
         "--memory-customers", "3000",
+        "--lifecycle",
     )  # fmt: skip
     assert result["events"] > 2500
     assert result["plain_consumer"]["events_per_s"] > 0
@@ -48,6 +49,15 @@ def test_bench_measures_everything_and_the_numbers_stay_exact(tmp_path: Path) ->
         assert figures["events_per_s"] > 0
         assert 0 < figures["ratio_to_plain_per_worker"] < 1
     assert result["scaling_2_vs_1"] > 0
+    # --lifecycle: one more one-worker run, paired with the first, exact on its own recount,
+    # which has the lifecycle:<stage> segments too.
+    lifecycle, one = result["lifecycle"], result["engine"]["1"]
+    assert lifecycle["verify_mismatches"] == 0
+    assert lifecycle["runs"][0]["snapshots_checked"] > one["runs"][0]["snapshots_checked"]
+    assert lifecycle["drop_from_one_worker"] == pytest.approx(
+        one["ratio_to_plain_per_worker"] - lifecycle["ratio_to_plain_per_worker"]
+    )
+    assert "lifecycle on" in stdout
     latency = result["latency"]
     assert latency["events"] > 0
     assert 0 < latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.bench.cli import summarise_runs
+from stream_app.bench.cli import summarise_lifecycle, summarise_runs
 
 
 def _run(rate: float, plain: float, mismatches: int = 0) -> dict[str, float]:
@@ -60,6 +60,35 @@ def test_one_run_reports_that_run() -> None:
     figures = summarise_runs(plain, {1: one})["engine"]["1"]
     assert figures["ratio_to_plain_per_worker"] == pytest.approx(0.25)
     assert figures["ratio_min"] == figures["ratio_max"] == figures["ratio_to_plain_per_worker"]
+
+
+def test_the_lifecycle_drop_is_paired_per_repetition() -> None:
+    # One worker 0.30, 0.20, 0.36 and lifecycle on 0.24, 0.19, 0.30 in the same repetitions:
+    # drops 0.06, 0.01, 0.06, median 0.06 (the difference of the medians would be 0.06 too,
+    # but the pairs keep a slow repetition from meeting a fast one).
+    one = [_run(60_000, 200_000), _run(20_000, 100_000), _run(54_000, 150_000)]
+    on = [_run(48_000, 200_000), _run(19_000, 100_000), _run(45_000, 150_000)]
+    figures = summarise_lifecycle(one, on)
+    assert figures["drops"] == pytest.approx([0.06, 0.01, 0.06])
+    assert figures["drop_from_one_worker"] == pytest.approx(0.06)
+    assert figures["ratio_to_plain_per_worker"] == pytest.approx(0.24)
+    assert (figures["ratio_min"], figures["ratio_max"]) == pytest.approx((0.19, 0.30))
+    assert figures["runs"] == on
+
+
+def test_lifecycle_needs_a_one_worker_run(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "stream_app", "bench", "--lifecycle", "--workers", "2",
+         "--log-dir", str(tmp_path / "logs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "add 1 to --workers" in completed.stderr + completed.stdout
+    assert not (tmp_path / "logs").exists()
 
 
 @pytest.mark.parametrize(

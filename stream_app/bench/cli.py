@@ -106,6 +106,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "minutes apart; the median of paired runs is the figure to compare",
     )
     parser.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="also run (b) with one worker and KPI_LIFECYCLE_ENABLED=true (lifecycle stages, "
+        "their segments and messages, churn risk) right after each one-worker run, and report "
+        "its ratio and the drop from the one-worker ratio (medians of the paired runs)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("bench-result.json"),
@@ -127,6 +134,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.events < 1000 or not worker_counts or min(worker_counts) < 1 or args.repeat < 1:
         logger.error("--events must be at least 1000, --workers and --repeat at least 1")
         return 2
+    if args.lifecycle and 1 not in worker_counts:
+        logger.error("--lifecycle is compared with one worker: add 1 to --workers")
+        return 2
     stack = DevStack(log_dir=args.log_dir)
     try:
         result = _bench(stack, args, worker_counts)
@@ -142,6 +152,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     _print_summary(result)
     logger.info("wrote %s", args.out)
     wrong = sum(figures["verify_mismatches"] for figures in result["engine"].values())
+    wrong += result.get("lifecycle", {}).get("verify_mismatches", 0)
     if wrong:
         logger.error("%d KPI values differ from the batch recount: the run is not exact", wrong)
         return 1
@@ -156,8 +167,8 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
     redis_url = stack.start_redis(free_port())
     data_dir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
 
-    def deployment() -> Deployment:
-        return Deployment(bootstrap, redis_url, args.partitions, data_dir)
+    def deployment(lifecycle: bool = False) -> Deployment:
+        return Deployment(bootstrap, redis_url, args.partitions, data_dir, lifecycle=lifecycle)
 
     logger.info("generating %d simulated events (seed %d)", args.events, args.seed)
     records = list(
@@ -172,6 +183,10 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
     )
     first = deployment()
     reference = reference_for(records, first.settings())
+    # Lifecycle segments are recounted only when the settings turn them on.
+    lifecycle_reference = (
+        reference_for(records, deployment(lifecycle=True).settings()) if args.lifecycle else None
+    )
     result: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -185,30 +200,22 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
 
     plain_runs: list[dict[str, Any]] = []
     engine_runs: dict[int, list[dict[str, float]]] = {count: [] for count in worker_counts}
+    lifecycle_runs: list[dict[str, float]] = []
     for repetition in range(1, args.repeat + 1):
         of = f" (run {repetition} of {args.repeat})" if args.repeat > 1 else ""
-        outcomes: dict[int, tuple[EngineResult, int]] = {}
+        outcomes: dict[str, tuple[EngineResult, tuple[int, int]]] = {}
         topics: list[str] = []
         for count in worker_counts:
             run_deployment = first if repetition == 1 and not topics else deployment()
-            logger.info("(b) full engine with %d worker(s)%s", count, of)
-            outcome, workers = run_engine(
-                stack, run_deployment, records, reference, count, timeout_s=900, progress=_progress
-            )
-            outcomes[count] = (outcome, _verify(run_deployment, reference))
-            logger.info(
-                "(b) %d worker(s): %.0f events/s (%.0f per worker); producing them took %.1fs",
-                count,
-                outcome.events_per_s,
-                outcome.events_per_s_per_worker,
-                outcome.produce_seconds,
-            )
-            for worker in workers:
-                worker.process.popen.terminate()
-            for worker in workers:
-                worker.process.popen.wait(30)
+            outcomes[str(count)] = _one_run(stack, run_deployment, records, reference, count, of)
             if not topics:
                 topics = list(input_topics(run_deployment.settings()).values())
+            if count == 1 and lifecycle_reference is not None:
+                # Paired with the run just before it: the drop is taken within a repetition.
+                lifecycle = deployment(lifecycle=True)
+                outcomes[LIFECYCLE] = _one_run(
+                    stack, lifecycle, records, lifecycle_reference, 1, of
+                )
         # Right after the (b) runs it is compared with, on the same messages: the machine's
         # speed drifts over minutes, and a ratio of two moments is no ratio.
         logger.info("(a) plain aiokafka consumer of the same %d messages%s", len(records), of)
@@ -216,8 +223,9 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
         plain_s = statistics.median(passes)
         plain_rate = len(records) / plain_s
         plain_runs.append({"seconds": plain_s, "events_per_s": plain_rate, "passes": passes})
-        for count, (outcome, mismatches) in outcomes.items():
-            engine_runs[count].append(
+        for label, (outcome, (mismatches, checked)) in outcomes.items():
+            runs = lifecycle_runs if label == LIFECYCLE else engine_runs[int(label)]
+            runs.append(
                 {
                     "seconds": outcome.seconds,
                     "events_per_s": outcome.events_per_s,
@@ -225,17 +233,20 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
                     "producer_seconds": outcome.produce_seconds,
                     "ratio_to_plain_per_worker": outcome.events_per_s_per_worker / plain_rate,
                     "verify_mismatches": mismatches,
+                    "snapshots_checked": checked,
                 }
             )
         logger.info(
             "(a) %.0f events/s; (b)/(a) per worker: %s",
             plain_rate,
             ", ".join(
-                f"{count} worker(s) {engine_runs[count][-1]['ratio_to_plain_per_worker']:.3f}"
-                for count in outcomes
+                f"{label} {outcome.events_per_s_per_worker / plain_rate:.3f}"
+                for label, (outcome, _) in outcomes.items()
             ),
         )
     result.update(summarise_runs(plain_runs, engine_runs))
+    if lifecycle_runs:
+        result["lifecycle"] = summarise_lifecycle(engine_runs[1], lifecycle_runs)
 
     if args.latency_seconds > 0:
         fewest = result["engine"][str(min(worker_counts))]
@@ -245,6 +256,64 @@ def _bench(stack: DevStack, args: argparse.Namespace, worker_counts: list[int]) 
         result["memory"] = _memory(stack, deployment(), args.memory_customers)
     result["finished_at"] = datetime.now(UTC).isoformat()
     return result
+
+
+# ``--lifecycle``: the label of its runs.
+LIFECYCLE = "1 worker, lifecycle on"
+
+
+def _one_run(
+    stack: DevStack,
+    deployment: Deployment,
+    records: list[Any],
+    reference: Reference,
+    count: int,
+    of: str,
+) -> tuple[EngineResult, tuple[int, int]]:
+    """One (b) run, verified against the recount; its workers are stopped after it."""
+    lifecycle = " (lifecycle on)" if deployment.lifecycle else ""
+    logger.info("(b) full engine with %d worker(s)%s%s", count, lifecycle, of)
+    outcome, workers = run_engine(
+        stack, deployment, records, reference, count, timeout_s=900, progress=_progress
+    )
+    verified = _verify(deployment, reference)
+    logger.info(
+        "(b) %d worker(s)%s: %.0f events/s (%.0f per worker); producing them took %.1fs",
+        count,
+        lifecycle,
+        outcome.events_per_s,
+        outcome.events_per_s_per_worker,
+        outcome.produce_seconds,
+    )
+    for worker in workers:
+        worker.process.popen.terminate()
+    for worker in workers:
+        worker.process.popen.wait(30)
+    return outcome, verified
+
+
+def summarise_lifecycle(
+    one_worker: list[dict[str, float]], lifecycle: list[dict[str, float]]
+) -> dict[str, Any]:
+    """``--lifecycle``: its one-worker ratio, and the drop from the plain one-worker ratio of
+    the same repetition (the median of the paired drops, as the issue's must-show reads)."""
+    ratios = [run["ratio_to_plain_per_worker"] for run in lifecycle]
+    drops = [
+        off["ratio_to_plain_per_worker"] - on["ratio_to_plain_per_worker"]
+        for off, on in zip(one_worker, lifecycle, strict=True)
+    ]
+    return {
+        "events_per_s_per_worker": float(
+            statistics.median(run["events_per_s_per_worker"] for run in lifecycle)
+        ),
+        "ratio_to_plain_per_worker": float(statistics.median(ratios)),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "drop_from_one_worker": float(statistics.median(drops)),
+        "drops": drops,
+        "verify_mismatches": int(sum(run["verify_mismatches"] for run in lifecycle)),
+        "runs": lifecycle,
+    }
 
 
 def summarise_runs(
@@ -293,8 +362,9 @@ def summarise_runs(
     return summary
 
 
-def _verify(deployment: Deployment, reference: Reference) -> int:
-    """Every window and segment in Redis against the batch recount, as ``kpi verify`` does."""
+def _verify(deployment: Deployment, reference: Reference) -> tuple[int, int]:
+    """Every window and segment in Redis against the batch recount, as ``kpi verify`` does:
+    the mismatches, and how many snapshots were checked."""
     client = redis.Redis.from_url(deployment.redis_url)
     # Segments other than `all` may still be a publish interval behind: poll a little.
     deadline = time.monotonic() + 30
@@ -322,7 +392,7 @@ def _verify(deployment: Deployment, reference: Reference) -> int:
         report.history_checked,
         len(report.mismatches),
     )
-    return len(report.mismatches)
+    return len(report.mismatches), report.snapshots_checked
 
 
 def _latency(
@@ -423,6 +493,14 @@ def _print_summary(result: dict[str, Any]) -> None:
             f"{figures['events_per_s_per_worker']:,.0f} ev/s",
             ratio,
         )
+    if "lifecycle" in result:
+        lifecycle = result["lifecycle"]
+        table.add_row(
+            "(b) 1 worker, lifecycle on; drop from 1 worker",
+            f"{lifecycle['events_per_s_per_worker']:,.0f} ev/s",
+            f"{lifecycle['ratio_to_plain_per_worker']:.2f}; "
+            f"-{lifecycle['drop_from_one_worker']:.2f}",
+        )
     if "scaling_2_vs_1" in result:
         table.add_row("(b) 2 workers / 1 worker", "", f"{result['scaling_2_vs_1']:.2f}")
     if "latency" in result:
@@ -443,4 +521,4 @@ def _print_summary(result: dict[str, Any]) -> None:
     Console(file=sys.stdout).print(table)
 
 
-__all__ = ["add_parser", "run", "summarise_runs"]
+__all__ = ["add_parser", "run", "summarise_lifecycle", "summarise_runs"]

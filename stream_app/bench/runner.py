@@ -54,6 +54,8 @@ class Deployment:
     partitions: int
     data_dir: Path
     app_id: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    # ``--lifecycle``: the workers run lifecycle stages, segments and churn risk.
+    lifecycle: bool = False
 
     @property
     def prefix(self) -> str:
@@ -66,6 +68,7 @@ class Deployment:
             kafka_bootstrap_servers=self.bootstrap,
             redis_url=self.redis_url,
             topic_partitions=self.partitions,
+            lifecycle_enabled=self.lifecycle,
         )
 
     def env(self, web_port: int) -> dict[str, str]:
@@ -82,6 +85,8 @@ class Deployment:
                 "KPI_WEB_PORT": str(web_port),
             }
         )
+        if self.lifecycle:
+            env["KPI_LIFECYCLE_ENABLED"] = "true"
         return env
 
 
