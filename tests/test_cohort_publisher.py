@@ -50,6 +50,20 @@ async def _nothing(key: bytes, value: bytes) -> None:
     """Snapshots are not what these tests look at."""
 
 
+def _publisher(
+    settings: Settings,
+    store: SegmentStore,
+    client: aioredis.Redis,
+    now: list[float],
+    topic: _Topic | None = None,
+) -> Publisher:
+    """A publisher of partition 0's segments on the test's clock (``now[0]`` seconds)."""
+    return Publisher(
+        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
+        monotonic=lambda: now[0], cohort_send=(topic or _Topic()).send,
+    )  # fmt: skip
+
+
 async def test_cohorts_are_published_coalesced_and_rewritten_when_redis_comes_back_empty(
     private_redis: str,
 ) -> None:
@@ -64,10 +78,7 @@ async def test_cohorts_are_published_coalesced_and_rewritten_when_redis_comes_ba
     sync = redis.Redis.from_url(private_redis)
     pubsub = sync.pubsub()
     pubsub.subscribe(cohort_updates_channel("week", "region:EU"))
-    publisher = Publisher(
-        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0], cohort_send=topic.send,
-    )  # fmt: skip
+    publisher = _publisher(settings, store, client, now, topic)
     await publisher.tick()
     week = _read(sync, "week", "all")
     assert [(c.size, c.periods[0].active, c.periods[0].complete) for c in week] == [(1, 1, False)]
@@ -130,10 +141,7 @@ async def test_a_cohort_that_changes_and_changes_back_within_an_interval_ends_as
     now = [100.0]
     client = aioredis.Redis.from_url(private_redis)
     sync = redis.Redis.from_url(private_redis)
-    publisher = Publisher(
-        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0], cohort_send=_Topic().send,
-    )  # fmt: skip
+    publisher = _publisher(settings, store, client, now)
     await publisher.tick()
     assert _read(sync, "week", "all")[0].size == 2
     for healed in (short, state):  # short first, then the resync; both within the interval
@@ -168,10 +176,7 @@ async def test_partials_read_again_after_a_rebalance_never_stop_the_publisher(
     now = [100.0]
     client = aioredis.Redis.from_url(private_redis)
     sync = redis.Redis.from_url(private_redis)
-    publisher = Publisher(
-        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0], cohort_send=_Topic().send,
-    )  # fmt: skip
+    publisher = _publisher(settings, store, client, now)
     for message in (*older, *newer, *older):  # period 1 is 1 - 2 customers active now
         store.apply_update(message, 0)
     await publisher.tick()
@@ -194,10 +199,7 @@ async def test_a_cohort_past_the_depth_leaves_the_hash(private_redis: str) -> No
     now = [100.0]
     client = aioredis.Redis.from_url(private_redis)
     sync = redis.Redis.from_url(private_redis)
-    publisher = Publisher(
-        settings, store, client, _nothing, lambda: {0}, Metrics(), lambda: T0,
-        monotonic=lambda: now[0], cohort_send=_Topic().send,
-    )  # fmt: skip
+    publisher = _publisher(settings, store, client, now)
     await publisher.tick()
     assert [c.cohort_start for c in _read(sync, "week", "all")] == [
         T0.replace(hour=0, minute=0, second=0)
