@@ -137,6 +137,8 @@ class CustomerEngine(Service):
         self._last_resync = time.monotonic()
         self._pending_offsets: set[int] = set()
         self._assigned_at: dict[int, float] = {}
+        # Per input partition, the poll (ms) that brought its newest records (``_safe_time``).
+        self._arrived: dict[TopicPartition, int] = {}
         self._log = RateLimitedLog(logger)
         # When this worker first read input: where a backlog's processing starts (kpi bench).
         self.first_input_at: datetime | None = None
@@ -325,10 +327,14 @@ class CustomerEngine(Service):
     def _apply_batch(self, batch: dict[TopicPartition, list[Any]]) -> list[DeadLetter]:
         """Offer a fetched batch and drain what is ready; returns the dead letters."""
         by_partition: dict[int, list[tuple[EventType, list[Any]]]] = {}
+        assert self.consumer is not None
         for tp, records in batch.items():
             if tp.topic == self.forget_topic:
                 self._forget(tp.partition, records)
                 continue
+            polled = self.consumer.last_poll_timestamp(tp)
+            if records and polled is not None:
+                self._arrived[tp] = polled
             by_partition.setdefault(tp.partition, []).append((self.topics[tp.topic], records))
         metrics = self.ctx.metrics
         dead: list[DeadLetter] = []
@@ -398,21 +404,33 @@ class CustomerEngine(Service):
         """The event time every input topic of this partition has reached (None: no limit).
 
         A topic with unread messages holds the others back to the newest event read from
-        it; a topic read to its end holds nobody back.
+        it; a topic read to its end holds nobody back. With lifecycle on, a topic counts as
+        read to its end only as of a poll no older than the one that brought the others'
+        newest records: an end seen earlier let a purchase through before its signup, which
+        the producer had sent first, and stage decisions depend on that order (a successor
+        replaying the same input then decided other changes).
         """
-        assert self.consumer is not None
+        consumer = self.consumer
+        assert consumer is not None
         safe: int | None = None
-        assigned = self.consumer.assignment()
+        assigned = consumer.assignment()
+        newest = 0
+        if state.lifecycle is not None:
+            for topic in self.topics:
+                newest = max(newest, self._arrived.get(TopicPartition(topic, state.partition), 0))
         for topic in self.topics:
             tp = TopicPartition(topic, state.partition)
             if tp not in assigned:
                 return _NOTHING  # a shard split across members: wait, do not guess (logged)
-            highwater = self.consumer.highwater(tp)
+            highwater = consumer.highwater(tp)
             if highwater is None:
                 if time.monotonic() - self._assigned_at.get(state.partition, 0.0) > 10.0:
                     continue  # never answered: do not wait for it forever
                 return _NOTHING
-            if highwater <= state.next_fetch(topic):
+            if (
+                highwater <= state.next_fetch(topic)
+                and (consumer.last_poll_timestamp(tp) or 0) >= newest
+            ):
                 continue
             head = state.heads.get(topic)
             if head is None:
