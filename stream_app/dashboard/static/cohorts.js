@@ -195,11 +195,14 @@ window.CrmCohorts = (() => {
     return new Set((picked.length ? picked : state.cohorts.slice(0, CURVES)).map((c) => c.cohort_start));
   }
 
+  /* Not yet known counts as listed: the first load must not wait for the segment list
+     (an empty heatmap was marked loaded when the list came second). */
   function listed() {
-    return Boolean(state.segments && (state.segments[state.grain] || []).includes(state.segment));
+    return !state.segments || (state.segments[state.grain] || []).includes(state.segment);
   }
 
-  /* Only a listed segment is asked for: one without cohorts would answer 404. */
+  /* Only a listed segment is asked for: one without cohorts would answer 404 (which
+     shows as no cohorts, as does an unlisted one). */
   async function load() {
     const generation = ++state.generation;
     let cohorts = [];
