@@ -297,22 +297,14 @@ def summarise_lifecycle(
 ) -> dict[str, Any]:
     """``--lifecycle``: its one-worker ratio, and the drop from the plain one-worker ratio of
     the same repetition (the median of the paired drops, as the issue's must-show reads)."""
-    ratios = [run["ratio_to_plain_per_worker"] for run in lifecycle]
     drops = [
         off["ratio_to_plain_per_worker"] - on["ratio_to_plain_per_worker"]
         for off, on in zip(one_worker, lifecycle, strict=True)
     ]
     return {
-        "events_per_s_per_worker": float(
-            statistics.median(run["events_per_s_per_worker"] for run in lifecycle)
-        ),
-        "ratio_to_plain_per_worker": float(statistics.median(ratios)),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
+        **_engine_figures(lifecycle),
         "drop_from_one_worker": float(statistics.median(drops)),
         "drops": drops,
-        "verify_mismatches": int(sum(run["verify_mismatches"] for run in lifecycle)),
-        "runs": lifecycle,
     }
 
 
@@ -326,31 +318,14 @@ def summarise_runs(
     one inexact run makes the whole result inexact.
     """
 
-    def median(runs: list[dict[str, Any]], name: str) -> float:
-        return float(statistics.median(run[name] for run in runs))
-
-    engine: dict[str, dict[str, Any]] = {}
-    for count, runs in engine_runs.items():
-        ratios = [run["ratio_to_plain_per_worker"] for run in runs]
-        engine[str(count)] = {
-            "seconds": median(runs, "seconds"),
-            "events_per_s": median(runs, "events_per_s"),
-            "events_per_s_per_worker": median(runs, "events_per_s_per_worker"),
-            "producer_seconds": median(runs, "producer_seconds"),
-            "ratio_to_plain_per_worker": float(statistics.median(ratios)),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-            "verify_mismatches": int(sum(run["verify_mismatches"] for run in runs)),
-            "runs": runs,
-        }
     summary: dict[str, Any] = {
         "repeat": len(plain_runs),
         "plain_consumer": {
-            "seconds": median(plain_runs, "seconds"),
-            "events_per_s": median(plain_runs, "events_per_s"),
+            "seconds": _median(plain_runs, "seconds"),
+            "events_per_s": _median(plain_runs, "events_per_s"),
             "runs": plain_runs,
         },
-        "engine": engine,
+        "engine": {str(count): _engine_figures(runs) for count, runs in engine_runs.items()},
     }
     if 1 in engine_runs and 2 in engine_runs:
         summary["scaling_2_vs_1"] = float(
@@ -360,6 +335,26 @@ def summarise_runs(
             )
         )
     return summary
+
+
+def _median(runs: list[dict[str, Any]], name: str) -> float:
+    return float(statistics.median(run[name] for run in runs))
+
+
+def _engine_figures(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """One kind of (b) run over the repetitions: medians, the ratio's range, every run."""
+    ratios = [run["ratio_to_plain_per_worker"] for run in runs]
+    return {
+        "seconds": _median(runs, "seconds"),
+        "events_per_s": _median(runs, "events_per_s"),
+        "events_per_s_per_worker": _median(runs, "events_per_s_per_worker"),
+        "producer_seconds": _median(runs, "producer_seconds"),
+        "ratio_to_plain_per_worker": float(statistics.median(ratios)),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "verify_mismatches": int(sum(run["verify_mismatches"] for run in runs)),
+        "runs": runs,
+    }
 
 
 def _verify(deployment: Deployment, reference: Reference) -> tuple[int, int]:
