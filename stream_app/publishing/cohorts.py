@@ -45,8 +45,8 @@ class _Hash:
     # Per cohort start: the JSON in the hash, and the watermark shape it was built for.
     sent: dict[int, bytes] = field(default_factory=dict)
     shapes: dict[int, int] = field(default_factory=dict)
-    # Cohorts changed since the last write, or None to delete the field.
-    pending: dict[int, Cohort | None] = field(default_factory=dict)
+    # Cohorts changed since the last write with their JSON, or None to delete the field.
+    pending: dict[int, tuple[Cohort, bytes] | None] = field(default_factory=dict)
     at: float = float("-inf")
     # Redis lost its data: write every cohort again (Kafka kept them).
     restore: bool = False
@@ -113,16 +113,16 @@ class CohortPublisher:
                 published.shapes.pop(start, None)
                 _out_of_step_log.warning(
                     "out-of-step", "cohort %s of %s not published yet: %s", start, segment,
-                    exc.errors()[0]["msg"] if exc.errors() else exc,
+                    exc.errors()[0]["msg"],
                 )  # fmt: skip
                 continue
-            encoded = None if built is None else built.model_dump_json().encode()
-            if encoded == published.sent.get(start):
+            planned = None if built is None else (built, built.model_dump_json().encode())
+            if (None if planned is None else planned[1]) == published.sent.get(start):
                 # Back to what Redis has (a short restore healed within one interval): what
                 # was planned in between must not go out, or it would stay there for good.
                 published.pending.pop(start, None)
             else:
-                published.pending[start] = built
+                published.pending[start] = planned
         for grain in GRAINS:
             published = self._hashes.get((grain, segment))
             if published is None:
@@ -159,12 +159,12 @@ class CohortPublisher:
             name = cohorts_key(grain, segment)
             fields = dict(published.sent) if published.restore else {}
             gone: list[str] = []
-            for start, cohort in published.pending.items():
-                if cohort is None:
+            for start, planned in published.pending.items():
+                if planned is None:
                     fields.pop(start, None)
                     gone.append(cohort_field(start))
                     continue
-                fields[start] = cohort.model_dump_json().encode()
+                cohort, fields[start] = planned
                 update = CohortUpdate(
                     cohort_start=cohort.cohort_start,
                     size=cohort.size,
@@ -184,11 +184,11 @@ class CohortPublisher:
             for key_bytes, message in outgoing:
                 await self.kafka_send(key_bytes, message)
         for _key, published in due:
-            for start, cohort in published.pending.items():
-                if cohort is None:
+            for start, planned in published.pending.items():
+                if planned is None:
                     published.sent.pop(start, None)
                 else:
-                    published.sent[start] = cohort.model_dump_json().encode()
+                    published.sent[start] = planned[1]
             published.pending.clear()
             published.restore = False
             published.at = now
