@@ -137,8 +137,9 @@ class CustomerEngine(Service):
         self._last_resync = time.monotonic()
         self._pending_offsets: set[int] = set()
         self._assigned_at: dict[int, float] = {}
-        # Per input partition, the poll (ms) that brought its newest records (``_safe_time``).
-        self._arrived: dict[TopicPartition, int] = {}
+        # Per input partition, the poll (ms) that brought its newest records: kept only with
+        # lifecycle on, the one reader of it (``_safe_time``).
+        self._arrived: dict[TopicPartition, int] | None = {} if settings.lifecycle_enabled else None
         self._log = RateLimitedLog(logger)
         # When this worker first read input: where a backlog's processing starts (kpi bench).
         self.first_input_at: datetime | None = None
@@ -332,9 +333,10 @@ class CustomerEngine(Service):
             if tp.topic == self.forget_topic:
                 self._forget(tp.partition, records)
                 continue
-            polled = self.consumer.last_poll_timestamp(tp)
-            if records and polled is not None:
-                self._arrived[tp] = polled
+            if records and self._arrived is not None:
+                polled = self.consumer.last_poll_timestamp(tp)
+                if polled is not None:
+                    self._arrived[tp] = polled
             by_partition.setdefault(tp.partition, []).append((self.topics[tp.topic], records))
         metrics = self.ctx.metrics
         dead: list[DeadLetter] = []
@@ -415,7 +417,7 @@ class CustomerEngine(Service):
         safe: int | None = None
         assigned = consumer.assignment()
         newest = 0
-        if state.lifecycle is not None:
+        if self._arrived is not None:
             for topic in self.topics:
                 newest = max(newest, self._arrived.get(TopicPartition(topic, state.partition), 0))
         for topic in self.topics:
